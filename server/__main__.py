@@ -1,0 +1,58 @@
+"""`python -m server`: load settings, configure logging, run the app until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from .app import create_app
+from .config import ConfigError, load_settings
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    parser.add_argument("--env-file", type=Path, default=Path(".env"),
+                        help="settings file read before the environment (default: .env)")
+    parser.add_argument("--host", help="overrides SERVER_HOST")
+    parser.add_argument("--port", type=int, help="overrides SERVER_PORT")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = parse_args(argv)
+    try:
+        settings = load_settings(dotenv=args.env_file)
+    except ConfigError as exc:
+        print(f"roundtable: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    log = logging.getLogger("server")
+    for name, value in settings.public_items():
+        log.debug("setting %s=%s", name, value)
+    host = args.host or settings.server_host
+    port = settings.server_port if args.port is None else args.port
+    log.info("Roundtable listening on http://%s:%d (provider: %s, model: %s)",
+             host, port, settings.llm_api, settings.openai_model)
+    web.run_app(
+        create_app(settings),
+        host=host,
+        port=port,
+        shutdown_timeout=settings.shutdown_timeout,
+        print=None,
+        access_log=None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

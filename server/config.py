@@ -1,0 +1,199 @@
+"""Settings: one frozen object built from the environment and an optional `.env` file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+LLM_APIS = ("responses", "assistants", "chat")
+
+
+class ConfigError(Exception):
+    """A setting is missing or has a bad value; the message names the setting."""
+
+
+def _str(raw: str) -> str:
+    return raw
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_range(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _url(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://, got {raw!r}")
+    return value.rstrip("/")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    items = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in items:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ValueError(f"each origin must be '*' or start with http(s)://, got {origin!r}")
+    return items
+
+
+def _setting(
+    env: str, default: str, parse: Callable[[str], Any], help: str, secret: bool = False
+) -> Any:
+    """Declare a setting: its variable name, default (as text), parser and one line of help."""
+    meta = {"env": env, "parse": parse, "help": help, "default": default}
+    return field(default=parse(default), metadata=meta, repr=not secret)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server can be told; see `.env.example` for one line of help each."""
+
+    llm_api: str = _setting(
+        "LLM_API", "responses", _choice(*LLM_APIS), "Which provider API to use: responses."
+    )
+    openai_api_key: str = _setting(
+        "OPENAI_API_KEY", "", _str, "API key for the provider (never logged or sent to clients).",
+        secret=True,
+    )
+    openai_base_url: str = _setting(
+        "OPENAI_BASE_URL", "", _url, "Base URL of an OpenAI-compatible server; empty = OpenAI."
+    )
+    openai_model: str = _setting("OPENAI_MODEL", "gpt-5.4-mini", _str, "Model name for each run.")
+    assistant_name: str = _setting(
+        "ASSISTANT_NAME", "Roundtable AI", _str, "Name shown on the assistant's messages."
+    )
+    assistant_instructions: str = _setting(
+        "ASSISTANT_INSTRUCTIONS",
+        "You are a helpful, friendly assistant taking part in a team's group chat. "
+        "Keep answers short unless asked for detail.",
+        _str,
+        "Base instructions for every run.",
+    )
+    server_host: str = _setting("SERVER_HOST", "127.0.0.1", _str, "Interface to listen on.")
+    server_port: int = _setting("SERVER_PORT", "5020", _int_range(0, 65535), "Port to listen on.")
+    cors_origins: tuple[str, ...] = _setting(
+        "CORS_ORIGINS",
+        "http://localhost:5173,http://127.0.0.1:5173",
+        _origins,
+        "Extra browser origins allowed to connect (comma-separated; the server's own is always).",
+    )
+    max_name_length: int = _setting(
+        "MAX_NAME_LENGTH", "32", _int_range(1, 200), "Longest nickname, in characters."
+    )
+    max_message_length: int = _setting(
+        "MAX_MESSAGE_LENGTH", "8000", _int_range(1, 1_000_000), "Longest message, in characters."
+    )
+    max_queued_turns: int = _setting(
+        "MAX_QUEUED_TURNS", "50", _int_range(1, 100_000), "Turns that may wait in the queue."
+    )
+    request_timeout: float = _setting(
+        "REQUEST_TIMEOUT", "60", _float_range(1, 3600), "Seconds to wait on one provider request."
+    )
+    shutdown_timeout: float = _setting(
+        "SHUTDOWN_TIMEOUT", "5", _float_range(0.1, 60), "Seconds allowed for clean-up at shutdown."
+    )
+    log_level: str = _setting(
+        "LOG_LEVEL", "INFO", _choice("debug", "info", "warning", "error"), "Logging verbosity."
+    )
+
+    def validate(self) -> None:
+        """Cross-field checks that need more than one setting."""
+        if not self.openai_api_key and not self.openai_base_url:
+            raise ConfigError(
+                "OPENAI_API_KEY: not set. Put your key in .env (see .env.example), or set "
+                "OPENAI_BASE_URL to an OpenAI-compatible server that needs no key."
+            )
+
+    def public_items(self) -> list[tuple[str, str]]:
+        """Settings for the start-up log, with the key masked."""
+        out = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "openai_api_key":
+                value = "(set)" if value else "(not set)"
+            out.append((f.metadata["env"], str(value)))
+        return out
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse a simple `.env` file: KEY=value lines, `#` comments, optional quotes."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :]
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{path}:{number}: expected KEY=value, got {line!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")
+) -> Settings:
+    """Build Settings from `.env` overlaid by the environment; raise ConfigError on bad values."""
+    source = dict(read_dotenv(dotenv)) if dotenv is not None else {}
+    source.update(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        env = f.metadata["env"]
+        raw = source.get(env)
+        if raw is None:
+            continue
+        try:
+            values[f.name] = f.metadata["parse"](raw)
+        except ValueError as exc:
+            raise ConfigError(f"{env}: {exc}") from None
+    settings = Settings(**values)
+    settings.validate()
+    return settings
+
+
+def settings_help() -> list[tuple[str, str, str]]:
+    """(variable, default, help) for every setting: the source of `.env.example`."""
+    return [
+        (f.metadata["env"], f.metadata["default"], f.metadata["help"])
+        for f in fields(Settings)
+    ]

@@ -1,0 +1,19 @@
+"""LLM provider modules, one per API, all behind `base.Provider`."""
+
+from __future__ import annotations
+
+from .base import Provider
+from .client import OpenAISettings
+
+__all__ = ["API_NAMES", "OpenAISettings", "Provider", "create_provider"]
+
+API_NAMES = ("responses",)
+
+
+def create_provider(api: str, settings: OpenAISettings) -> Provider:
+    """The provider for `LLM_API` (imported lazily so each module's deps stay optional)."""
+    if api == "responses":
+        from .responses import ResponsesProvider
+
+        return ResponsesProvider(settings)
+    raise ValueError(f"unknown LLM_API {api!r}; expected one of {', '.join(API_NAMES)}")

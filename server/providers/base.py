@@ -1,0 +1,101 @@
+"""The provider interface: what the room needs from any LLM API, and nothing more.
+
+A provider owns one kind of upstream thread (a Responses conversation, an Assistants thread, or
+a transcript it keeps itself for Chat Completions). The room calls `create_thread` once, then
+`run` once per turn; `run` adds the user's message to the thread, streams the answer as
+`TextDelta` events, executes tool calls through `RunRequest.call_tools`, and returns when the
+answer is complete. Cancelling the task that iterates `run` cancels the upstream run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..messages import Message
+
+
+@dataclass(frozen=True)
+class AssistantProfile:
+    """The assistant as the room presents it: its name and base instructions."""
+
+    name: str
+    instructions: str
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function tool offered to the model: name, description and JSON schema of arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One function call requested by the model; `arguments` is the raw JSON text."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """The output returned to the model for one call."""
+
+    call_id: str
+    output: str
+
+
+CallTools = Callable[[Sequence[ToolCall]], Awaitable[list[ToolResult]]]
+
+
+async def _no_tools(calls: Sequence[ToolCall]) -> list[ToolResult]:
+    return [ToolResult(c.call_id, '{"error": "no tools are available"}') for c in calls]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything one turn needs: the new user message, per-run instructions and tools."""
+
+    message: Message
+    instructions: str
+    tools: Sequence[ToolSpec] = ()
+    call_tools: CallTools = field(default=_no_tools)
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the assistant's answer, in order."""
+
+    text: str
+
+
+RunEvent = TextDelta
+
+
+class Provider(Protocol):
+    """One LLM API behind the room. Implementations live in `server/providers/<api>.py`."""
+
+    async def open(self) -> AssistantProfile:
+        """Connect and return the assistant's profile; called once at start-up."""
+        ...
+
+    async def close(self) -> None:
+        """Release everything `open` acquired (e.g. delete an assistant it created)."""
+        ...
+
+    async def create_thread(self) -> str:
+        """Create the room's one thread and return its id."""
+        ...
+
+    async def delete_thread(self, thread_id: str) -> None:
+        """Delete the thread (cancelling any run still active on it)."""
+        ...
+
+    def run(self, thread_id: str, request: RunRequest) -> AsyncIterator[RunEvent]:
+        """Add `request.message` to the thread and stream the answer."""
+        ...

@@ -1,0 +1,358 @@
+"""The shared room: participants, the one AI thread, the turn queue and the AI lock.
+
+Knows nothing of sockets or HTTP: it talks to clients through an `Emitter` and to the model
+through a `Provider`. Participants are addressed by an opaque connection id (`sid`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import unicodedata
+from collections.abc import Callable, Collection, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from .messages import Message, is_safe_id, new_id, now_ms
+from .providers.base import AssistantProfile, Provider, RunRequest
+from .providers.errors import ProviderError
+
+logger = logging.getLogger(__name__)
+
+ROOM_NOTE = (
+    "Several people share this conversation. Each user message begins with the speaker's "
+    "name in square brackets, like [Alice]; do not begin your reply with a name in brackets."
+)
+
+
+class Emitter(Protocol):
+    """Delivers events to connections.
+
+    Contract: `emit` enqueues the event for every recipient and returns without yielding to
+    the event loop in between, so events reach each connection in the order they were emitted.
+    """
+
+    async def emit(self, event: str, data: Any, to: Collection[str]) -> None: ...
+
+
+class RoomError(Exception):
+    """A request the room refuses; `code` and the message go back to the one client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class RoomLimits:
+    """Validation limits (see docs/protocol.md)."""
+
+    max_name_length: int = 32
+    max_message_length: int = 8000
+    max_queued_turns: int = 50
+
+
+@dataclass
+class Person:
+    """One person in the room, possibly connected from several sockets."""
+
+    user_id: str
+    name: str
+    since: int
+    sids: set[str] = field(default_factory=set)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "name": self.name, "since": self.since}
+
+
+def run_instructions(base: str, nickname: str, today: datetime) -> str:
+    """Per-run instructions: the base, the room note, who to address, and today's date."""
+    date = today.strftime("%A, %d %B %Y")
+    clock = today.strftime("%H:%M %Z").strip()
+    return (
+        f"{base}\n\n{ROOM_NOTE}\nPlease address the user as {nickname}.\n"
+        f"Today is {date} ({today.date().isoformat()}, {clock})."
+    )
+
+
+def has_control_chars(text: str) -> bool:
+    """True if `text` contains control/format characters (Unicode category C*)."""
+    return any(unicodedata.category(ch).startswith("C") for ch in text)
+
+
+class Room:
+    """One shared conversation with one assistant."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        profile: AssistantProfile,
+        emitter: Emitter,
+        limits: RoomLimits | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.profile = profile
+        self.limits = limits or RoomLimits()
+        self._emitter = emitter
+        self._clock = clock or (lambda: datetime.now().astimezone())
+        self._people: dict[str, Person] = {}  # user_id -> person
+        self._sid_user: dict[str, str] = {}  # sid -> user_id
+        self._transcript: list[Message] = []
+        self._ids: set[str] = set()
+        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._thread_id: str | None = None
+        self._thread_lock = asyncio.Lock()
+        self._answer: Message | None = None  # the assistant message being streamed
+        self._announced = False
+        self._busy = False
+        self._current: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ----- state, for the socket layer and tests -----
+    @property
+    def thread_id(self) -> str | None:
+        return self._thread_id
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    @property
+    def transcript(self) -> list[Message]:
+        return list(self._transcript)
+
+    def users(self) -> list[dict[str, Any]]:
+        return [p.to_wire() for p in self._people.values()]
+
+    def is_registered(self, sid: str) -> bool:
+        return sid in self._sid_user
+
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    # ----- lifecycle -----
+    async def start(self) -> None:
+        """Start the turn worker."""
+        self._worker = asyncio.create_task(self._work(), name="room-worker")
+
+    async def close(self) -> None:
+        """Stop the worker and any run, then delete the thread."""
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._delete_thread()
+
+    # ----- requests -----
+    async def register(self, sid: str, user_id: object, name: str) -> dict[str, Any]:
+        """Bind `sid` to a nickname; return the `welcome` payload (already sent to `sid`)."""
+        if sid in self._sid_user:
+            raise RoomError("already_registered", "This connection is already registered.")
+        name = self._check_name(name)
+        person = self._bind(sid, user_id, name)
+        welcome = {
+            "user_id": person.user_id,
+            "name": person.name,
+            "users": self.users(),
+            "assistant": {"name": self.profile.name},
+            "busy": self._busy,
+        }
+        await self._emitter.emit("welcome", welcome, [sid])
+        if self._transcript:
+            history = [m.to_wire() for m in self._transcript]
+            await self._emitter.emit("message-list", history, [sid])
+        if self._busy:
+            await self._emitter.emit("ai-start", None, [sid])
+            if self._announced and self._answer is not None:
+                await self._emitter.emit("message-start", self._answer.to_wire(), [sid])
+        if len(person.sids) == 1:
+            await self._emit("join", {"user_id": person.user_id, "name": person.name}, skip=sid)
+            logger.info("%s joined (%d online)", person.name, len(self._people))
+        if self._thread_id is None:
+            self._spawn(self._prepare_thread())
+        return welcome
+
+    async def post(self, sid: str, content: str, client_id: object = None) -> dict[str, Any]:
+        """Accept a user's message: show it to the others and queue its turn."""
+        person = self._person(sid)
+        if not content.strip():
+            raise RoomError("empty_message", "The message is empty.")
+        if len(content) > self.limits.max_message_length:
+            raise RoomError(
+                "message_too_long",
+                f"The message is longer than {self.limits.max_message_length} characters.",
+            )
+        if self._queue.qsize() >= self.limits.max_queued_turns:
+            raise RoomError("busy_queue_full", "Too many messages are waiting; try again soon.")
+        msg_id = client_id if is_safe_id(client_id) and client_id not in self._ids else None
+        message = Message(
+            msg_id or new_id("m"), person.user_id, person.name, "user", content, now_ms()
+        )
+        self._ids.add(message.id)
+        await self._emit("message", message.to_wire(), skip=sid)
+        self._queue.put_nowait(message)
+        return {"ok": True, "id": message.id, "queued": self._queue.qsize()}
+
+    async def leave(self, sid: str) -> None:
+        """Forget a connection; when a person's last one goes, tell the others."""
+        user_id = self._sid_user.pop(sid, None)
+        if user_id is None:
+            return
+        person = self._people[user_id]
+        person.sids.discard(sid)
+        if person.sids:
+            return
+        del self._people[user_id]
+        logger.info("%s left (%d online)", person.name, len(self._people))
+        await self._emit("leave", {"user_id": person.user_id, "name": person.name})
+        if not self._people:
+            await self._reset()
+
+    # ----- helpers for requests -----
+    def _person(self, sid: str) -> Person:
+        user_id = self._sid_user.get(sid)
+        if user_id is None:
+            raise RoomError("not_registered", "Register with a nickname first.")
+        return self._people[user_id]
+
+    def _check_name(self, raw: str) -> str:
+        name = raw.strip()
+        limit = self.limits.max_name_length
+        if not name or len(name) > limit:
+            raise RoomError("invalid_name", f"A nickname must be 1 to {limit} characters long.")
+        if has_control_chars(name):
+            raise RoomError("invalid_name", "A nickname may not contain control characters.")
+        return name
+
+    def _bind(self, sid: str, user_id: object, name: str) -> Person:
+        """Attach `sid` to an existing person (same id and name) or a new one."""
+        key = name.casefold()
+        holder = next((p for p in self._people.values() if p.name.casefold() == key), None)
+        uid = user_id if is_safe_id(user_id) else None
+        if holder is not None and holder.user_id != uid:
+            raise RoomError("name_taken", f"The nickname {name!r} is taken; choose another.")
+        if holder is None and uid is not None and uid in self._people:
+            uid = None  # the id is online under another nickname: never merge identities
+        person = holder or Person(uid or new_id("u"), name, now_ms())
+        person.sids.add(sid)
+        self._people[person.user_id] = person
+        self._sid_user[sid] = person.user_id
+        return person
+
+    async def _emit(self, event: str, data: Any, skip: str | None = None) -> None:
+        to = [s for s in self._sid_user if s != skip]
+        if to:
+            await self._emitter.emit(event, data, to)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ----- the thread -----
+    async def _ensure_thread(self) -> str:
+        async with self._thread_lock:
+            if self._thread_id is None:
+                self._thread_id = await self.provider.create_thread()
+                logger.info("created thread %s", self._thread_id)
+            return self._thread_id
+
+    async def _prepare_thread(self) -> None:
+        try:
+            await self._ensure_thread()
+        except ProviderError as exc:
+            logger.warning("could not create the thread yet (%s); will retry on first message", exc)
+
+    async def _delete_thread(self) -> None:
+        async with self._thread_lock:
+            thread_id, self._thread_id = self._thread_id, None
+            if thread_id is None:
+                return
+            try:
+                await self.provider.delete_thread(thread_id)
+                logger.info("deleted thread %s", thread_id)
+            except ProviderError:
+                logger.exception("could not delete thread %s", thread_id)
+
+    async def _reset(self) -> None:
+        """The room is empty: drop queued turns, cancel the run, delete the thread."""
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        if self._current is not None:
+            self._current.cancel()
+            await asyncio.wait({self._current})
+        self._transcript.clear()
+        self._ids.clear()
+        await self._delete_thread()
+
+    # ----- turns -----
+    async def _work(self) -> None:
+        """Take turns one at a time, first in first out."""
+        while True:
+            message = await self._queue.get()
+            task = asyncio.create_task(self._take_turn(message), name=f"turn-{message.id}")
+            self._current = task
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                task.cancel()
+                await asyncio.wait({task})
+                raise
+            finally:
+                self._current = None
+
+    async def _take_turn(self, message: Message) -> None:
+        answer = Message(
+            new_id("a"), None, self.profile.name, "assistant", "", now_ms(), reply_to=message.id
+        )
+        self._answer, self._announced, self._busy = answer, False, True
+        await self._emit("ai-start", None)
+        completed = False
+        try:
+            thread_id = await self._ensure_thread()
+            self._transcript.append(message)
+            request = RunRequest(message, self._instructions(message.name))
+            async for event in self.provider.run(thread_id, request):
+                await self._stream(answer, event.text)
+            completed = True
+        except ProviderError as exc:
+            logger.warning("turn %s failed: %s: %s", message.id, type(exc).__name__, exc)
+            await self._emit("message", Message.system(exc.user_message).to_wire())
+        except asyncio.CancelledError:
+            logger.info("turn %s cancelled", message.id)
+            raise
+        except Exception:
+            logger.exception("turn %s failed unexpectedly", message.id)
+            await self._emit("message", Message.system(ProviderError.user_message).to_wire())
+        finally:
+            await self._finish(answer, completed)
+
+    def _instructions(self, nickname: str) -> str:
+        return run_instructions(self.profile.instructions, nickname, self._clock())
+
+    async def _stream(self, answer: Message, text: str) -> None:
+        if not text:
+            return
+        if not self._announced:
+            self._announced = True
+            await self._emit("message-start", answer.to_wire())
+        answer.content += text
+        await self._emit("message-delta", {"id": answer.id, "delta": text})
+
+    async def _finish(self, answer: Message, completed: bool) -> None:
+        """Record the answer (kept even when cut short) and release the lock."""
+        self._answer, self._busy = None, False
+        if answer.content:
+            answer.incomplete = not completed
+            self._transcript.append(answer)
+            self._ids.add(answer.id)
+            await self._emit("message-list", [answer.to_wire()])
+        await self._emit("ai-end", None)

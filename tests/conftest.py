@@ -1,0 +1,104 @@
+"""Shared fixtures: the fake upstream, a Roundtable server on loopback, and peers."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from server.app import ROOM_KEY, create_app
+from server.config import Settings
+from server.room import Room
+from tests.fake_upstream import FakeUpstream
+from tests.peers import Peer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    fake = FakeUpstream()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@dataclass
+class RunningServer:
+    url: str
+    app: web.Application
+    runner: web.AppRunner
+
+    @property
+    def room(self) -> Room:
+        return self.app[ROOM_KEY]
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+def test_settings(upstream: FakeUpstream, **overrides: Any) -> Settings:
+    base = Settings(
+        openai_api_key="test-key",
+        openai_base_url=upstream.base_url,
+        openai_model="fake-model",
+        assistant_name="Roundtable AI",
+        server_port=0,
+        shutdown_timeout=3,
+        request_timeout=10,
+    )
+    return replace(base, **overrides)
+
+
+StartServer = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture
+async def start_server(upstream: FakeUpstream) -> AsyncIterator[StartServer]:
+    """Factory: start Roundtable on 127.0.0.1 with settings overrides."""
+    started: list[RunningServer] = []
+
+    async def start(**overrides: Any) -> RunningServer:
+        settings = test_settings(upstream, **overrides)
+        app = create_app(settings)
+        runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        server = RunningServer(f"http://127.0.0.1:{port}", app, runner)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop()
+
+
+@pytest.fixture
+async def server(start_server: StartServer) -> RunningServer:
+    return await start_server()
+
+
+@pytest.fixture
+async def peers(server: RunningServer) -> AsyncIterator[Callable[..., Peer]]:
+    """Factory for peers connected to `server`; all are closed at the end."""
+    made: list[Peer] = []
+
+    def make(name: str | None = None, user_id: str | None = None) -> Peer:
+        peer = Peer(server.url, name, user_id)
+        made.append(peer)
+        return peer
+
+    yield make
+    for peer in made:
+        await peer.close()
