@@ -12,6 +12,7 @@ import socketio
 from aiohttp import web
 
 from .config import Settings
+from .http import OriginPolicy, StreamRoute, index_handler
 from .providers import OpenAISettings, Provider, create_provider
 from .room import Room, RoomLimits
 from .sockets import RoomHandlers, SocketEmitter
@@ -24,23 +25,6 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 SIO_KEY = web.AppKey("sio", socketio.AsyncServer)
 ROOM_KEY = web.AppKey("room", Room)
 PROVIDER_KEY = web.AppKey("provider", Provider)
-
-
-class OriginPolicy:
-    """Which browser origins may connect: the server's own, plus the configured list."""
-
-    def __init__(self, extra: tuple[str, ...]) -> None:
-        self._any = "*" in extra
-        self._extra = frozenset(extra)
-
-    def allows(self, origin: str | None, host: str | None, scheme: str = "http") -> bool:
-        """True for non-browser clients (no Origin), same-origin pages and listed origins."""
-        if origin is None or self._any or origin in self._extra:
-            return True
-        return host is not None and origin == f"{scheme}://{host}"
-
-    def __call__(self, origin: str | None, environ: dict[str, Any]) -> bool:
-        return self.allows(origin, environ.get("HTTP_HOST"), environ.get("wsgi.url_scheme", "http"))
 
 
 def provider_settings(settings: Settings) -> OpenAISettings:
@@ -58,20 +42,27 @@ def provider_settings(settings: Settings) -> OpenAISettings:
 def create_app(settings: Settings, provider: Provider | None = None) -> web.Application:
     """Build the application; the provider and room are opened in the app's start-up."""
     app = web.Application()
+    policy = OriginPolicy(settings.cors_origins)
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
-        cors_allowed_origins=OriginPolicy(settings.cors_origins),
+        cors_allowed_origins=policy,
         logger=False,
         engineio_logger=False,
     )
     sio.attach(app)
     app[SETTINGS_KEY] = settings
     app[SIO_KEY] = sio
-    RoomHandlers(sio, lambda: app[ROOM_KEY]).attach()
+    def room_of() -> Room:
+        return app[ROOM_KEY]
+
+    RoomHandlers(sio, room_of).attach()
     app.cleanup_ctx.append(_room_context(provider))
     app.on_shutdown.append(_disconnect_everyone)
+    stream = StreamRoute(room_of, policy)
+    app.router.add_post("/stream", stream.post)
+    app.router.add_route("OPTIONS", "/stream", stream.preflight)
     app.router.add_get("/healthz", _health)
-    app.router.add_get("/", _index)
+    app.router.add_get("/", index_handler(WEB_DIST))
     if WEB_DIST.is_dir():
         app.router.add_static("/", WEB_DIST, show_index=False)
     return app
@@ -120,13 +111,4 @@ async def _health(request: web.Request) -> web.Response:
     return web.json_response(
         {"status": "ok", "users": len(room.users()), "busy": room.busy,
          "provider": settings.llm_api}
-    )
-
-
-async def _index(request: web.Request) -> web.StreamResponse:
-    index = WEB_DIST / "index.html"
-    if index.is_file():
-        return web.FileResponse(index)
-    return web.Response(
-        status=503, text="The web client is not built yet: run `make client` (or `make run`).\n"
     )

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import unicodedata
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -53,6 +53,15 @@ class RoomLimits:
     max_name_length: int = 32
     max_message_length: int = 8000
     max_queued_turns: int = 50
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A user message waiting for its answer; `quiet` sids do not get the final message-list
+    (they asked over HTTP and receive the answer in the response body instead)."""
+
+    message: Message
+    quiet: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -103,7 +112,8 @@ class Room:
         self._sid_user: dict[str, str] = {}  # sid -> user_id
         self._transcript: list[Message] = []
         self._ids: set[str] = set()
-        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._queue: asyncio.Queue[Turn] = asyncio.Queue()
+        self._listeners: dict[str, list[asyncio.Queue[str | None]]] = {}
         self._thread_id: str | None = None
         self._thread_lock = asyncio.Lock()
         self._answer: Message | None = None  # the assistant message being streamed
@@ -174,15 +184,38 @@ class Room:
             if self._announced and self._answer is not None:
                 await self._emitter.emit("message-start", self._answer.to_wire(), [sid])
         if len(person.sids) == 1:
-            await self._emit("join", {"user_id": person.user_id, "name": person.name}, skip=sid)
+            await self._emit("join", {"user_id": person.user_id, "name": person.name}, skip={sid})
             logger.info("%s joined (%d online)", person.name, len(self._people))
         if self._thread_id is None:
             self._spawn(self._prepare_thread())
         return welcome
 
     async def post(self, sid: str, content: str, client_id: object = None) -> dict[str, Any]:
-        """Accept a user's message: show it to the others and queue its turn."""
-        person = self._person(sid)
+        """Accept a user's message from socket `sid`: show it to the others, queue its turn."""
+        return await self._accept(self._person(sid), content, client_id, {sid})
+
+    async def post_as(
+        self, user_id: str, content: str, client_id: object = None
+    ) -> tuple[dict[str, Any], AsyncIterator[str]]:
+        """Accept a message from an online person by id (the HTTP stream); also return the
+        answer's text deltas. None of the person's own sockets is sent the message or the
+        final answer: their client shows both from the HTTP exchange."""
+        person = self._people.get(user_id)
+        if person is None:
+            raise RoomError("not_registered", "This user_id is not in the room; register first.")
+        quiet = frozenset(person.sids)
+        listener: asyncio.Queue[str | None] = asyncio.Queue()
+        ack = await self._accept(person, content, client_id, quiet, listener)
+        return ack, _drain(listener)
+
+    async def _accept(
+        self,
+        person: Person,
+        content: str,
+        client_id: object,
+        skip: Collection[str],
+        listener: asyncio.Queue[str | None] | None = None,
+    ) -> dict[str, Any]:
         if not content.strip():
             raise RoomError("empty_message", "The message is empty.")
         if len(content) > self.limits.max_message_length:
@@ -197,8 +230,10 @@ class Room:
             msg_id or new_id("m"), person.user_id, person.name, "user", content, now_ms()
         )
         self._ids.add(message.id)
-        await self._emit("message", message.to_wire(), skip=sid)
-        self._queue.put_nowait(message)
+        await self._emit("message", message.to_wire(), skip=skip)
+        if listener is not None:
+            self._listeners[message.id] = [listener]
+        self._queue.put_nowait(Turn(message, frozenset(skip) if listener else frozenset()))
         return {"ok": True, "id": message.id, "queued": self._queue.qsize()}
 
     async def leave(self, sid: str) -> None:
@@ -247,8 +282,8 @@ class Room:
         self._sid_user[sid] = person.user_id
         return person
 
-    async def _emit(self, event: str, data: Any, skip: str | None = None) -> None:
-        to = [s for s in self._sid_user if s != skip]
+    async def _emit(self, event: str, data: Any, skip: Collection[str] = ()) -> None:
+        to = [s for s in self._sid_user if s not in skip]
         if to:
             await self._emitter.emit(event, data, to)
 
@@ -285,7 +320,7 @@ class Room:
     async def _reset(self) -> None:
         """The room is empty: drop queued turns, cancel the run, delete the thread."""
         while not self._queue.empty():
-            self._queue.get_nowait()
+            self._release(self._queue.get_nowait().message.id)
         if self._current is not None:
             self._current.cancel()
             await asyncio.wait({self._current})
@@ -297,8 +332,8 @@ class Room:
     async def _work(self) -> None:
         """Take turns one at a time, first in first out."""
         while True:
-            message = await self._queue.get()
-            task = asyncio.create_task(self._take_turn(message), name=f"turn-{message.id}")
+            turn = await self._queue.get()
+            task = asyncio.create_task(self._take_turn(turn), name=f"turn-{turn.message.id}")
             self._current = task
             try:
                 await asyncio.wait({task})
@@ -309,7 +344,8 @@ class Room:
             finally:
                 self._current = None
 
-    async def _take_turn(self, message: Message) -> None:
+    async def _take_turn(self, turn: Turn) -> None:
+        message = turn.message
         answer = Message(
             new_id("a"), None, self.profile.name, "assistant", "", now_ms(), reply_to=message.id
         )
@@ -333,7 +369,7 @@ class Room:
             logger.exception("turn %s failed unexpectedly", message.id)
             await self._emit("message", Message.system(ProviderError.user_message).to_wire())
         finally:
-            await self._finish(answer, completed)
+            await self._finish(answer, completed, turn.quiet)
 
     def _instructions(self, nickname: str) -> str:
         return run_instructions(self.profile.instructions, nickname, self._clock())
@@ -345,14 +381,28 @@ class Room:
             self._announced = True
             await self._emit("message-start", answer.to_wire())
         answer.content += text
+        for listener in self._listeners.get(answer.reply_to or "", ()):
+            listener.put_nowait(text)
         await self._emit("message-delta", {"id": answer.id, "delta": text})
 
-    async def _finish(self, answer: Message, completed: bool) -> None:
+    async def _finish(self, answer: Message, completed: bool, quiet: Collection[str]) -> None:
         """Record the answer (kept even when cut short) and release the lock."""
         self._answer, self._busy = None, False
+        self._release(answer.reply_to or "")
         if answer.content:
             answer.incomplete = not completed
             self._transcript.append(answer)
             self._ids.add(answer.id)
-            await self._emit("message-list", [answer.to_wire()])
+            await self._emit("message-list", [answer.to_wire()], skip=quiet)
         await self._emit("ai-end", None)
+
+    def _release(self, message_id: str) -> None:
+        """End the HTTP answer streams waiting on `message_id`."""
+        for listener in self._listeners.pop(message_id, ()):
+            listener.put_nowait(None)
+
+
+async def _drain(queue: asyncio.Queue[str | None]) -> AsyncIterator[str]:
+    """Yield queued text until the end marker."""
+    while (item := await queue.get()) is not None:
+        yield item

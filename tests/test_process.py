@@ -1,0 +1,122 @@
+"""`python -m server` as a real process: start-up, a chat, SIGTERM clean-up, config errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import free_port
+from tests.fake_upstream import FakeUpstream, Text
+from tests.peers import Peer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLM_"))}
+    env.update(PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+async def spawn(tmp_path: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def wait_healthy(url: str, proc: asyncio.subprocess.Process) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(150):
+            if proc.returncode is not None:
+                raise AssertionError("server exited during start-up")
+            try:
+                async with http.get(f"{url}/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.1)
+    raise AssertionError("server did not become healthy")
+
+
+@pytest.fixture
+async def process(
+    tmp_path: Path, upstream: FakeUpstream
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    port = free_port()
+    env = server_env(OPENAI_API_KEY="sk-test-secret-key", OPENAI_BASE_URL=upstream.base_url,
+                     SERVER_PORT=str(port), SHUTDOWN_TIMEOUT="3")
+    proc = await spawn(tmp_path, env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(url, proc)
+        yield proc, url
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_sigterm_deletes_the_thread_and_exits_promptly(
+    process: tuple[asyncio.subprocess.Process, str], upstream: FakeUpstream
+):
+    proc, url = process
+    alice, bob = Peer(url, "Alice"), Peer(url, "Bob")
+    await alice.join()
+    await bob.join()
+    upstream.enqueue(Text("Hello from the subprocess", delay=0.01))
+    await alice.say("hi")
+    await bob.wait_for("ai-end")
+    assert bob.answers()[0]["content"] == "Hello from the subprocess"
+    [conversation] = upstream.conversations
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(proc.wait(), 10)
+    assert time.monotonic() - started < 10
+    assert conversation in upstream.deleted_conversations
+    output = (await proc.stdout.read()).decode() if proc.stdout else ""
+    assert "sk-test-secret-key" not in output
+    assert "deleted thread" in output
+    for peer in (alice, bob):
+        await peer.close()
+
+
+async def test_sigint_also_cleans_up(
+    process: tuple[asyncio.subprocess.Process, str], upstream: FakeUpstream
+):
+    proc, url = process
+    alice = Peer(url, "Alice")
+    await alice.join()
+    for _ in range(50):
+        if upstream.conversations:
+            break
+        await asyncio.sleep(0.05)
+    [conversation] = upstream.conversations
+    proc.send_signal(signal.SIGINT)
+    await asyncio.wait_for(proc.wait(), 10)
+    assert conversation in upstream.deleted_conversations
+    await alice.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [({}, "OPENAI_API_KEY"), ({"OPENAI_API_KEY": "k", "SERVER_PORT": "eighty"}, "SERVER_PORT")],
+)
+async def test_bad_configuration_stops_start_up_with_one_clear_line(
+    tmp_path: Path, env: dict[str, str], setting: str
+):
+    proc = await spawn(tmp_path, server_env(**env))
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    lines = out.decode().strip().splitlines()
+    assert proc.returncode == 2
+    assert len(lines) == 1 and setting in lines[0], lines

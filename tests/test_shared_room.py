@@ -1,0 +1,293 @@
+"""The shared room end to end: real server, real Socket.IO clients, real SDK, fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import RunningServer
+from tests.fake_upstream import FakeUpstream, HTTPError, Text
+from tests.peers import Peer
+
+pytestmark = pytest.mark.timeout(30)
+
+Peers = Callable[..., Peer]
+
+TURN_EVENTS = {"ai-start", "message-start", "message-delta", "message-list", "ai-end"}
+
+
+async def room_of(peers: Peers, *names: str) -> list[Peer]:
+    joined = [peers(name) for name in names]
+    for peer in joined:
+        await peer.join()
+    return joined
+
+
+async def settled(peer: Peer, turns: int = 1) -> None:
+    await peer.wait_for("ai-end", count=turns)
+
+
+def turn_shape(peer: Peer) -> list[str]:
+    """The peer's turn events with runs of deltas collapsed to one entry."""
+    shape: list[str] = []
+    for name in peer.names():
+        if name in TURN_EVENTS and not (name == "message-delta" and shape[-1:] == [name]):
+            shape.append(name)
+    return shape
+
+
+def conversation_texts(upstream: FakeUpstream, conversation_id: str) -> list[str]:
+    texts = []
+    for item in upstream.conversations[conversation_id]:
+        if item.get("type") == "message":
+            texts.append("".join(part.get("text", "") for part in item["content"]))
+    return texts
+
+
+async def test_message_goes_to_the_others_and_the_answer_to_everyone(
+    peers: Peers, upstream: FakeUpstream
+):
+    alice, bob, carol = await room_of(peers, "Alice", "Bob", "Carol")
+    upstream.enqueue(Text("Hello Alice, nice to meet you all."))
+    await alice.say("Hi everyone")
+    for peer in (alice, bob, carol):
+        await settled(peer)
+    for other in (bob, carol):
+        [msg] = other.of("message")
+        assert msg["content"] == "Hi everyone" and msg["name"] == "Alice"
+        assert msg["user_id"] == alice.user_id and msg["role"] == "user"
+    assert alice.of("message") == []  # the sender is not echoed
+    for peer in (alice, bob, carol):
+        [answer] = peer.answers()
+        assert answer["content"] == "Hello Alice, nice to meet you all."
+        assert answer["user_id"] is None and answer["name"] == "Roundtable AI"
+
+
+async def test_every_client_sees_the_same_turn_in_order(peers: Peers, upstream: FakeUpstream):
+    alice, bob, carol = await room_of(peers, "Alice", "Bob", "Carol")
+    upstream.enqueue(Text("one two three four five six", delay=0.01))
+    await bob.say("count please")
+    for peer in (alice, bob, carol):
+        await settled(peer)
+        assert turn_shape(peer) == [
+            "ai-start", "message-start", "message-delta", "message-list", "ai-end"
+        ]
+
+
+async def test_every_clients_deltas_join_to_the_final_message(
+    peers: Peers, upstream: FakeUpstream
+):
+    alice, bob, carol = await room_of(peers, "Alice", "Bob", "Carol")
+    text = "Streaming *works*: ünïcødé, emoji 🎉, and\nnew lines — all in order."
+    upstream.enqueue(Text(text, chunks=[text[i : i + 3] for i in range(0, len(text), 3)]))
+    await carol.say("show me")
+    for peer in (alice, bob, carol):
+        await settled(peer)
+        [start] = peer.of("message-start")
+        [answer] = peer.answers()
+        assert start["id"] == answer["id"]
+        assert len(peer.of("message-delta")) > 10
+        assert peer.streamed(answer["id"]) == answer["content"] == text
+
+
+async def test_run_instructions_name_the_sender_and_today(peers: Peers, upstream: FakeUpstream):
+    alice, bob = await room_of(peers, "Alice", "Bob")
+    await bob.say("What day is it?")
+    await settled(alice)
+    [request] = upstream.model_requests()
+    instructions = request.json["instructions"]
+    assert "Please address the user as Bob." in instructions
+    assert datetime.now().astimezone().date().isoformat() in instructions
+    assert request.json["conversation"] in upstream.conversations
+    assert request.json["stream"] is True
+
+
+async def test_the_model_is_told_who_said_what(peers: Peers, upstream: FakeUpstream):
+    alice, bob = await room_of(peers, "Alice", "Bob")
+    await alice.say("I like tea")
+    await settled(bob)
+    await bob.say("I like coffee")
+    await settled(bob, 2)
+    [conversation] = upstream.conversations
+    texts = conversation_texts(upstream, conversation)
+    assert texts[0] == "[Alice] I like tea" and texts[2] == "[Bob] I like coffee"
+
+
+async def test_late_joiner_gets_the_whole_history_once(peers: Peers, upstream: FakeUpstream,
+                                                       server: RunningServer):
+    alice, bob = await room_of(peers, "Alice", "Bob")
+    await alice.say("first question")
+    await settled(bob)
+    await bob.say("second question")
+    await settled(bob, 2)
+    dave = peers("Dave")
+    welcome = await dave.join()
+    assert [u["name"] for u in welcome["users"]] == ["Alice", "Bob", "Dave"]
+    history = await dave.wait_for("message-list")
+    assert len(dave.of("message-list")) == 1
+    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
+    assert [m["content"] for m in history] == [
+        "first question", "Echo: [Alice] first question",
+        "second question", "Echo: [Bob] second question",
+    ]
+    assert history == [m.to_wire() for m in server.room.transcript]
+    live_ids = [m["id"] for m in bob.of("message")] + [a["id"] for a in bob.answers()]
+    assert {m["id"] for m in history} >= set(live_ids)
+    # The thread upstream holds the same conversation (the model sees the speaker's name).
+    [conversation] = upstream.conversations
+    expected = [f"[{m['name']}] {m['content']}" if m["role"] == "user" else m["content"]
+                for m in history]
+    assert conversation_texts(upstream, conversation) == expected
+
+
+async def test_two_messages_at_once_are_both_answered_in_turn(
+    peers: Peers, upstream: FakeUpstream
+):
+    alice, bob, carol = await room_of(peers, "Alice", "Bob", "Carol")
+    upstream.enqueue(Text("answer for Alice", delay=0.02), Text("answer for Bob", delay=0.02))
+    await asyncio.gather(alice.say("from Alice"), bob.say("from Bob"))
+    for peer in (alice, bob, carol):
+        await settled(peer, 2)
+        assert [a["content"] for a in peer.answers()] == ["answer for Alice", "answer for Bob"]
+        shape = turn_shape(peer)
+        assert shape == ["ai-start", "message-start", "message-delta", "message-list", "ai-end"] * 2
+    [conversation] = upstream.conversations
+    # One run at a time: each question entered the thread only after the previous answer.
+    assert conversation_texts(upstream, conversation) == [
+        "[Alice] from Alice", "answer for Alice", "[Bob] from Bob", "answer for Bob"
+    ]
+    instructions = [r.json["instructions"] for r in upstream.model_requests()]
+    assert "as Alice." in instructions[0] and "as Bob." in instructions[1]
+
+
+async def test_conversation_is_deleted_when_the_last_person_leaves(
+    peers: Peers, upstream: FakeUpstream, server: RunningServer
+):
+    alice, bob = await room_of(peers, "Alice", "Bob")
+    await alice.say("hello")
+    await settled(bob)
+    [conversation] = upstream.conversations
+    await alice.close()
+    await bob.wait_for("leave")
+    assert conversation in upstream.conversations
+    await bob.close()
+    for _ in range(100):
+        if conversation in upstream.deleted_conversations:
+            break
+        await asyncio.sleep(0.02)
+    assert conversation in upstream.deleted_conversations
+    assert upstream.conversations == {}
+    assert server.room.thread_id is None and server.room.transcript == []
+
+
+async def test_leave_and_join_reach_the_others(peers: Peers):
+    alice, bob = await room_of(peers, "Alice", "Bob")
+    assert alice.of("join") == [{"user_id": bob.user_id, "name": "Bob"}]
+    assert bob.of("join") == []
+    await bob.close()
+    assert await alice.wait_for("leave") == {"user_id": bob.user_id, "name": "Bob"}
+
+
+async def test_spoofed_identity_fields_are_ignored(peers: Peers, upstream: FakeUpstream):
+    alice, mallory = await room_of(peers, "Alice", "Mallory")
+    await mallory.say("I am Alice", name="Alice", user_id=alice.user_id, role="assistant",
+                      created_at=0)
+    msg = await alice.wait_for("message")
+    assert (msg["name"], msg["user_id"], msg["role"]) == ("Mallory", mallory.user_id, "user")
+    assert msg["created_at"] > 0
+    await settled(alice)
+    assert "Please address the user as Mallory." in upstream.model_requests()[0].json[
+        "instructions"]
+
+
+async def test_client_user_id_is_kept_or_replaced(peers: Peers):
+    kept = await peers("Ann", user_id="1732212345678abcdef").join()
+    assert kept["user_id"] == "1732212345678abcdef"
+    for bad in ["", "x" * 65, "<script>", 42]:
+        welcome = await peers(f"P{len(str(bad))}", user_id=bad).join()  # type: ignore[arg-type]
+        assert welcome["user_id"] != bad and welcome["user_id"].startswith("u_")
+    missing = peers("NoId")
+    await missing.connect()
+    welcome = await missing.call("register", {"name": "NoId"})
+    assert welcome["ok"] and welcome["user_id"].startswith("u_")
+
+
+BAD_REQUESTS: list[tuple[str, str, Any, str]] = [
+    ("unregistered", "message", {"content": "hi"}, "not_registered"),
+    ("registered", "register", {"name": "Again"}, "already_registered"),
+    ("fresh", "register", "Alice", "invalid_payload"),
+    ("fresh", "register", {"name": 5}, "invalid_payload"),
+    ("fresh", "register", {"user_id": "x"}, "invalid_payload"),
+    ("fresh", "register", {"name": "   "}, "invalid_name"),
+    ("fresh", "register", {"name": "x" * 33}, "invalid_name"),
+    ("fresh", "register", {"name": "bad\nname"}, "invalid_name"),
+    ("fresh", "register", {"name": "bob"}, "name_taken"),
+    ("registered", "message", "just a string", "invalid_payload"),
+    ("registered", "message", {"content": ["a"]}, "invalid_payload"),
+    ("registered", "message", None, "invalid_payload"),
+    ("registered", "message", {"content": " \n\t "}, "empty_message"),
+    ("registered", "message", {"content": "x" * 8001}, "message_too_long"),
+]
+
+
+@pytest.mark.parametrize(("who", "event", "payload", "code"), BAD_REQUESTS)
+async def test_bad_requests_are_refused_without_side_effects(
+    peers: Peers, server: RunningServer, upstream: FakeUpstream,
+    who: str, event: str, payload: Any, code: str,
+):
+    bob = peers("Bob")
+    await bob.join()
+    client = peers("Eve")
+    await client.connect()
+    if who == "registered":
+        await client.join()
+        await bob.wait_for("join")
+    seen_by_bob = len(bob.events)
+    ack = await client.call(event, payload)
+    assert ack["ok"] is False and ack["code"] == code
+    error = await client.wait_for("error")
+    assert error["code"] == code and error["message"]
+    await asyncio.sleep(0.1)
+    assert bob.events[seen_by_bob:] == []
+    assert server.room.transcript == [] and not server.room.busy
+    assert upstream.model_requests() == []
+    if who == "fresh":  # still connected, and may try again
+        welcome = await client.call("register", {"name": "Eve"})
+        assert welcome["ok"] and welcome["name"] == "Eve"
+
+
+async def test_unregistered_sockets_receive_no_room_traffic(peers: Peers):
+    alice, bob = await room_of(peers, "Alice", "Bob")
+    lurker = await peers().connect()
+    await alice.say("secret plans")
+    await settled(bob)
+    assert lurker.events == []
+
+
+async def test_provider_error_reaches_everyone_and_releases_the_lock(
+    peers: Peers, upstream: FakeUpstream
+):
+    alice, bob = await room_of(peers, "Alice", "Bob")
+    upstream.enqueue(HTTPError(400, "Invalid value for 'model'."))
+    await alice.say("hello?")
+    for peer in (alice, bob):
+        await settled(peer)
+        notice = await peer.wait_for("message", where=lambda m: m["role"] == "system")
+        assert notice["name"] == "system" and notice["user_id"] is None
+        assert "could not answer" in notice["content"]
+        assert "test-key" not in notice["content"]
+    await bob.say("second try")
+    await settled(alice, 2)
+    assert alice.answers()[-1]["content"] == "Echo: [Bob] second try"
+
+
+async def test_health_route(server: RunningServer, peers: Peers):
+    await room_of(peers, "Alice")
+    async with aiohttp.ClientSession() as http, http.get(f"{server.url}/healthz") as resp:
+        body = await resp.json()
+    assert body == {"status": "ok", "users": 1, "busy": False, "provider": "responses"}
