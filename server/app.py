@@ -36,6 +36,8 @@ def provider_settings(settings: Settings) -> OpenAISettings:
         assistant_name=settings.assistant_name,
         instructions=settings.assistant_instructions,
         request_timeout=settings.request_timeout,
+        assistant_id=settings.openai_assistant_id,
+        context_budget=settings.context_budget,
     )
 
 

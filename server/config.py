@@ -83,7 +83,8 @@ class Settings:
     """Everything the server can be told; see `.env.example` for one line of help each."""
 
     llm_api: str = _setting(
-        "LLM_API", "responses", _choice(*LLM_APIS), "Which provider API to use: responses."
+        "LLM_API", "responses", _choice(*LLM_APIS),
+        "Provider API: responses (OpenAI), assistants (Assistants v2), chat (Chat Completions).",
     )
     openai_api_key: str = _setting(
         "OPENAI_API_KEY", "", _str, "API key for the provider (never logged or sent to clients).",
@@ -93,6 +94,14 @@ class Settings:
         "OPENAI_BASE_URL", "", _url, "Base URL of an OpenAI-compatible server; empty = OpenAI."
     )
     openai_model: str = _setting("OPENAI_MODEL", "gpt-5.4-mini", _str, "Model name for each run.")
+    openai_assistant_id: str = _setting(
+        "OPENAI_ASSISTANT_ID", "", _str,
+        "assistants: existing assistant to use; empty = create one and delete it at shutdown.",
+    )
+    context_budget: int = _setting(
+        "CONTEXT_TOKEN_BUDGET", "16000", _int_range(256, 10_000_000),
+        "chat: most tokens of history sent per request; older messages are trimmed first.",
+    )
     assistant_name: str = _setting(
         "ASSISTANT_NAME", "Roundtable AI", _str, "Name shown on the assistant's messages."
     )

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from .messages import Message, is_safe_id, new_id, now_ms
-from .providers.base import AssistantProfile, Provider, RunRequest
+from .providers.base import AssistantProfile, Provider, RunRequest, SupportsHistory
 from .providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,9 @@ class Room:
         self._clock = clock or (lambda: datetime.now().astimezone())
         self._people: dict[str, Person] = {}  # user_id -> person
         self._sid_user: dict[str, str] = {}  # sid -> user_id
+        self._live: set[str] = set()  # registered sids that receive room traffic
         self._transcript: list[Message] = []
+        self._version = 0  # bumped on every transcript change
         self._ids: set[str] = set()
         self._queue: asyncio.Queue[Turn] = asyncio.Queue()
         self._listeners: dict[str, list[asyncio.Queue[str | None]]] = {}
@@ -168,6 +170,9 @@ class Room:
             raise RoomError("already_registered", "This connection is already registered.")
         name = self._check_name(name)
         person = self._bind(sid, user_id, name)
+        history = await self._history()
+        if sid not in self._sid_user:  # gone while the history was read
+            raise RoomError("not_registered", "The connection closed during registration.")
         welcome = {
             "user_id": person.user_id,
             "name": person.name,
@@ -176,13 +181,13 @@ class Room:
             "busy": self._busy,
         }
         await self._emitter.emit("welcome", welcome, [sid])
-        if self._transcript:
-            history = [m.to_wire() for m in self._transcript]
+        if history:
             await self._emitter.emit("message-list", history, [sid])
         if self._busy:
             await self._emitter.emit("ai-start", None, [sid])
             if self._announced and self._answer is not None:
                 await self._emitter.emit("message-start", self._answer.to_wire(), [sid])
+        self._live.add(sid)
         if len(person.sids) == 1:
             await self._emit("join", {"user_id": person.user_id, "name": person.name}, skip={sid})
             logger.info("%s joined (%d online)", person.name, len(self._people))
@@ -239,6 +244,7 @@ class Room:
     async def leave(self, sid: str) -> None:
         """Forget a connection; when a person's last one goes, tell the others."""
         user_id = self._sid_user.pop(sid, None)
+        self._live.discard(sid)
         if user_id is None:
             return
         person = self._people[user_id]
@@ -283,7 +289,7 @@ class Room:
         return person
 
     async def _emit(self, event: str, data: Any, skip: Collection[str] = ()) -> None:
-        to = [s for s in self._sid_user if s not in skip]
+        to = [s for s in self._live if s not in skip]
         if to:
             await self._emitter.emit(event, data, to)
 
@@ -291,6 +297,22 @@ class Room:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _history(self) -> list[dict[str, Any]]:
+        """The history for a newcomer: read back from the thread when the provider can and the
+        room is idle; the room's own transcript otherwise (or if the thread changed meanwhile)."""
+        ours = [m.to_wire() for m in self._transcript]
+        thread_id, version = self._thread_id, self._version
+        if not ours or thread_id is None or self._busy or not isinstance(
+            self.provider, SupportsHistory
+        ):
+            return ours
+        try:
+            theirs = await self.provider.history(thread_id)
+        except ProviderError as exc:
+            logger.warning("could not read the thread back (%s); replaying our transcript", exc)
+            return ours
+        return ours if version != self._version else [m.to_wire() for m in theirs]
 
     # ----- the thread -----
     async def _ensure_thread(self) -> str:
@@ -325,6 +347,7 @@ class Room:
             self._current.cancel()
             await asyncio.wait({self._current})
         self._transcript.clear()
+        self._version += 1
         self._ids.clear()
         await self._delete_thread()
 
@@ -355,7 +378,11 @@ class Room:
         try:
             thread_id = await self._ensure_thread()
             self._transcript.append(message)
-            request = RunRequest(message, self._instructions(message.name))
+            self._version += 1
+            request = RunRequest(
+                message, self._instructions(message.name),
+                answer_id=answer.id, answer_created_at=answer.created_at,
+            )
             async for event in self.provider.run(thread_id, request):
                 await self._stream(answer, event.text)
             completed = True
@@ -392,6 +419,7 @@ class Room:
         if answer.content:
             answer.incomplete = not completed
             self._transcript.append(answer)
+            self._version += 1
             self._ids.add(answer.id)
             await self._emit("message-list", [answer.to_wire()], skip=quiet)
         await self._emit("ai-end", None)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from server.app import ROOM_KEY, create_app
+from server.app import ROOM_KEY, SETTINGS_KEY, create_app
 from server.config import Settings
 from server.room import Room
 from tests.fake_upstream import FakeUpstream
@@ -42,6 +42,10 @@ class RunningServer:
     def room(self) -> Room:
         return self.app[ROOM_KEY]
 
+    @property
+    def settings(self) -> Settings:
+        return self.app[SETTINGS_KEY]
+
     async def stop(self) -> None:
         await self.runner.cleanup()
 
@@ -63,12 +67,18 @@ StartServer = Callable[..., Awaitable[RunningServer]]
 
 
 @pytest.fixture
-async def start_server(upstream: FakeUpstream) -> AsyncIterator[StartServer]:
+def llm_api() -> str:
+    """The provider API under test; modules override this fixture to parametrize it."""
+    return "responses"
+
+
+@pytest.fixture
+async def start_server(upstream: FakeUpstream, llm_api: str) -> AsyncIterator[StartServer]:
     """Factory: start Roundtable on 127.0.0.1 with settings overrides."""
     started: list[RunningServer] = []
 
     async def start(**overrides: Any) -> RunningServer:
-        settings = test_settings(upstream, **overrides)
+        settings = test_settings(upstream, **{"llm_api": llm_api, **overrides})
         app = create_app(settings)
         runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout)
         await runner.setup()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Collection
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -186,7 +186,7 @@ async def test_queue_limit_refuses_without_side_effects(
 
 
 def test_instructions_name_the_sender_and_date():
-    today = datetime(2026, 11, 21, 9, 30, tzinfo=timezone.utc)
+    today = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
     text = run_instructions("Be kind.", "Alice", today)
     assert text.startswith("Be kind.")
     assert "Please address the user as Alice." in text

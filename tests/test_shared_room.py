@@ -13,8 +13,15 @@ import pytest
 from tests.conftest import RunningServer
 from tests.fake_upstream import FakeUpstream, HTTPError, Text
 from tests.peers import Peer
+from tests.threads import LLM_APIS, deleted_threads, instructions_of, live_threads, thread_texts
 
 pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(params=LLM_APIS)
+def llm_api(request: pytest.FixtureRequest) -> str:
+    """Every behaviour of the room holds for every provider API."""
+    return str(request.param)
 
 Peers = Callable[..., Peer]
 
@@ -39,14 +46,6 @@ def turn_shape(peer: Peer) -> list[str]:
         if name in TURN_EVENTS and not (name == "message-delta" and shape[-1:] == [name]):
             shape.append(name)
     return shape
-
-
-def conversation_texts(upstream: FakeUpstream, conversation_id: str) -> list[str]:
-    texts = []
-    for item in upstream.conversations[conversation_id]:
-        if item.get("type") == "message":
-            texts.append("".join(part.get("text", "") for part in item["content"]))
-    return texts
 
 
 async def test_message_goes_to_the_others_and_the_answer_to_everyone(
@@ -100,21 +99,21 @@ async def test_run_instructions_name_the_sender_and_today(peers: Peers, upstream
     await bob.say("What day is it?")
     await settled(alice)
     [request] = upstream.model_requests()
-    instructions = request.json["instructions"]
+    instructions = instructions_of(request.json)
     assert "Please address the user as Bob." in instructions
     assert datetime.now().astimezone().date().isoformat() in instructions
-    assert request.json["conversation"] in upstream.conversations
     assert request.json["stream"] is True
 
 
-async def test_the_model_is_told_who_said_what(peers: Peers, upstream: FakeUpstream):
+async def test_the_model_is_told_who_said_what(
+    peers: Peers, upstream: FakeUpstream, server: RunningServer
+):
     alice, bob = await room_of(peers, "Alice", "Bob")
     await alice.say("I like tea")
     await settled(bob)
     await bob.say("I like coffee")
     await settled(bob, 2)
-    [conversation] = upstream.conversations
-    texts = conversation_texts(upstream, conversation)
+    texts = thread_texts(upstream, server)
     assert texts[0] == "[Alice] I like tea" and texts[2] == "[Bob] I like coffee"
 
 
@@ -138,15 +137,14 @@ async def test_late_joiner_gets_the_whole_history_once(peers: Peers, upstream: F
     assert history == [m.to_wire() for m in server.room.transcript]
     live_ids = [m["id"] for m in bob.of("message")] + [a["id"] for a in bob.answers()]
     assert {m["id"] for m in history} >= set(live_ids)
-    # The thread upstream holds the same conversation (the model sees the speaker's name).
-    [conversation] = upstream.conversations
+    # The thread holds the same conversation (the model sees the speaker's name).
     expected = [f"[{m['name']}] {m['content']}" if m["role"] == "user" else m["content"]
                 for m in history]
-    assert conversation_texts(upstream, conversation) == expected
+    assert thread_texts(upstream, server) == expected
 
 
 async def test_two_messages_at_once_are_both_answered_in_turn(
-    peers: Peers, upstream: FakeUpstream
+    peers: Peers, upstream: FakeUpstream, server: RunningServer
 ):
     alice, bob, carol = await room_of(peers, "Alice", "Bob", "Carol")
     upstream.enqueue(Text("answer for Alice", delay=0.02), Text("answer for Bob", delay=0.02))
@@ -156,33 +154,34 @@ async def test_two_messages_at_once_are_both_answered_in_turn(
         assert [a["content"] for a in peer.answers()] == ["answer for Alice", "answer for Bob"]
         shape = turn_shape(peer)
         assert shape == ["ai-start", "message-start", "message-delta", "message-list", "ai-end"] * 2
-    [conversation] = upstream.conversations
     # One run at a time: each question entered the thread only after the previous answer.
-    assert conversation_texts(upstream, conversation) == [
+    assert thread_texts(upstream, server) == [
         "[Alice] from Alice", "answer for Alice", "[Bob] from Bob", "answer for Bob"
     ]
-    instructions = [r.json["instructions"] for r in upstream.model_requests()]
+    instructions = [instructions_of(r.json) for r in upstream.model_requests()]
     assert "as Alice." in instructions[0] and "as Bob." in instructions[1]
 
 
-async def test_conversation_is_deleted_when_the_last_person_leaves(
-    peers: Peers, upstream: FakeUpstream, server: RunningServer
+async def test_thread_is_deleted_when_the_last_person_leaves(
+    peers: Peers, upstream: FakeUpstream, server: RunningServer, llm_api: str
 ):
     alice, bob = await room_of(peers, "Alice", "Bob")
     await alice.say("hello")
     await settled(bob)
-    [conversation] = upstream.conversations
+    thread = server.room.thread_id
+    assert thread is not None
     await alice.close()
     await bob.wait_for("leave")
-    assert conversation in upstream.conversations
+    assert server.room.thread_id == thread
     await bob.close()
     for _ in range(100):
-        if conversation in upstream.deleted_conversations:
+        if server.room.thread_id is None:
             break
         await asyncio.sleep(0.02)
-    assert conversation in upstream.deleted_conversations
-    assert upstream.conversations == {}
     assert server.room.thread_id is None and server.room.transcript == []
+    if llm_api != "chat":  # the chat provider keeps its thread in the server itself
+        assert thread in deleted_threads(upstream, llm_api)
+        assert live_threads(upstream, llm_api) == {}
 
 
 async def test_leave_and_join_reach_the_others(peers: Peers):
@@ -201,8 +200,8 @@ async def test_spoofed_identity_fields_are_ignored(peers: Peers, upstream: FakeU
     assert (msg["name"], msg["user_id"], msg["role"]) == ("Mallory", mallory.user_id, "user")
     assert msg["created_at"] > 0
     await settled(alice)
-    assert "Please address the user as Mallory." in upstream.model_requests()[0].json[
-        "instructions"]
+    assert "Please address the user as Mallory." in instructions_of(
+        upstream.model_requests()[0].json)
 
 
 async def test_client_user_id_is_kept_or_replaced(peers: Peers):
@@ -286,8 +285,25 @@ async def test_provider_error_reaches_everyone_and_releases_the_lock(
     assert alice.answers()[-1]["content"] == "Echo: [Bob] second try"
 
 
-async def test_health_route(server: RunningServer, peers: Peers):
+async def test_health_route(server: RunningServer, peers: Peers, llm_api: str):
     await room_of(peers, "Alice")
     async with aiohttp.ClientSession() as http, http.get(f"{server.url}/healthz") as resp:
         body = await resp.json()
-    assert body == {"status": "ok", "users": 1, "busy": False, "provider": "responses"}
+    assert body == {"status": "ok", "users": 1, "busy": False, "provider": llm_api}
+
+
+async def test_a_burst_of_messages_is_answered_in_order_without_conflicts(
+    peers: Peers, upstream: FakeUpstream, server: RunningServer
+):
+    """Assistants servers refuse a message or run while a run is active (HTTP 400): the turn
+    queue must make that impossible, whatever the clients do."""
+    people = await room_of(peers, "P0", "P1", "P2", "P3", "P4")
+    await asyncio.gather(*(p.say(f"{p.name} says {i}") for i in range(2) for p in people))
+    watcher = people[0]
+    await settled(watcher, 10)
+    assert not [m for m in watcher.of("message") if m["role"] == "system"]
+    answers = [a["content"] for a in watcher.answers()]
+    questions = [m.content for m in server.room.transcript if m.role == "user"]
+    assert len(answers) == len(questions) == 10
+    assert answers == [f"Echo: [{q.split()[0]}] {q}" for q in questions]
+    assert upstream.active_runs() == []

@@ -7,7 +7,7 @@ from .client import OpenAISettings
 
 __all__ = ["API_NAMES", "OpenAISettings", "Provider", "create_provider"]
 
-API_NAMES = ("responses",)
+API_NAMES = ("responses", "assistants", "chat")
 
 
 def create_provider(api: str, settings: OpenAISettings) -> Provider:
@@ -16,4 +16,12 @@ def create_provider(api: str, settings: OpenAISettings) -> Provider:
         from .responses import ResponsesProvider
 
         return ResponsesProvider(settings)
+    if api == "assistants":
+        from .assistants import AssistantsProvider
+
+        return AssistantsProvider(settings)
+    if api == "chat":
+        from .chat import ChatProvider
+
+        return ChatProvider(settings)
     raise ValueError(f"unknown LLM_API {api!r}; expected one of {', '.join(API_NAMES)}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..messages import Message
 
@@ -65,6 +65,8 @@ class RunRequest:
     instructions: str
     tools: Sequence[ToolSpec] = ()
     call_tools: CallTools = field(default=_no_tools)
+    answer_id: str = ""  # the room's id for the answer, for providers that can label it
+    answer_created_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,4 +100,13 @@ class Provider(Protocol):
 
     def run(self, thread_id: str, request: RunRequest) -> AsyncIterator[RunEvent]:
         """Add `request.message` to the thread and stream the answer."""
+        ...
+
+
+@runtime_checkable
+class SupportsHistory(Protocol):
+    """A provider whose thread can be read back (e.g. Assistants: all pages, oldest first)."""
+
+    async def history(self, thread_id: str) -> list[Message]:
+        """The thread's messages as the room shows them: raw text, live ids, oldest first."""
         ...

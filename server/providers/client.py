@@ -42,6 +42,7 @@ class OpenAISettings:
     request_timeout: float = 60.0
     max_retries: int = 2
     assistant_id: str = ""
+    context_budget: int = 16000
 
 
 def make_client(settings: OpenAISettings) -> openai.AsyncOpenAI:
