@@ -31,6 +31,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module=__name__)
 
 TERMINAL = {"completed", "cancelled", "failed", "expired", "incomplete"}
 CANCEL_WAIT = 5.0
+HISTORY_PAGE = 100
 
 
 def chat_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
@@ -50,6 +51,7 @@ class _Step:
         self.status: str | None = None
         self.calls: list[ToolCall] = []
         self.message_ids: list[str] = []
+        self.streaming = False
 
 
 class AssistantsProvider:
@@ -154,6 +156,7 @@ class AssistantsProvider:
             async with stream:
                 async for event in stream:
                     kind, data = event.event, event.data
+                    step.streaming = True
                     if kind == "thread.run.created":
                         self._active[thread_id] = data.id
                     if kind == "thread.message.delta":
@@ -177,6 +180,8 @@ class AssistantsProvider:
                             raise ProviderError(data.last_error.message)
                     elif kind == "error":
                         raise ProviderError(getattr(data, "message", "stream error"))
+        except openai.OpenAIError as exc:
+            raise translate(exc, step.streaming) from exc
         except STREAM_ERRORS as exc:
             raise ProviderProtocolError(f"{type(exc).__name__}: {exc}") from exc
         if step.status is None:
@@ -216,7 +221,9 @@ class AssistantsProvider:
         """The thread's messages, all pages, oldest first, as the room shows them."""
         out: list[Message] = []
         try:
-            pages = self._client.beta.threads.messages.list(thread_id, order="asc", limit=100)
+            pages = self._client.beta.threads.messages.list(
+                thread_id, order="asc", limit=HISTORY_PAGE
+            )
             async for item in pages:
                 out.append(self._to_message(item))
         except openai.OpenAIError as exc:

@@ -141,10 +141,12 @@ class ChatProvider:
         }
         if request.tools:
             kwargs["tools"] = chat_tools(request.tools)
+        streaming = False
         try:
             stream = await self._client.chat.completions.create(**kwargs)
             async with stream:
                 async for chunk in stream:
+                    streaming = True
                     for choice in chunk.choices[:1]:
                         if choice.delta.content:
                             part.text += choice.delta.content
@@ -154,7 +156,7 @@ class ChatProvider:
                         if choice.finish_reason:
                             part.finish = choice.finish_reason
         except openai.OpenAIError as exc:
-            raise translate(exc) from exc
+            raise translate(exc, streaming) from exc
         except STREAM_ERRORS as exc:
             raise ProviderProtocolError(f"{type(exc).__name__}: {exc}") from exc
         if part.finish is None:

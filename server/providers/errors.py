@@ -51,9 +51,12 @@ class ProviderProtocolError(ProviderError):
     user_message = "The assistant's answer was cut off: the model provider's stream broke."
 
 
-def translate(exc: openai.OpenAIError) -> ProviderError:
-    """Map an SDK exception to our tree (callers `raise translate(e) from e`)."""
+def translate(exc: openai.OpenAIError, streaming: bool = False) -> ProviderError:
+    """Map an SDK exception to our tree (callers `raise translate(e) from e`); `streaming` says
+    the answer had begun, so a lost connection means a broken stream."""
     detail = str(exc)
+    if streaming and type(exc) is openai.APIConnectionError:
+        return ProviderProtocolError(detail)
     if isinstance(exc, openai.APITimeoutError):
         return ProviderTimeout(detail)
     if isinstance(exc, openai.APIConnectionError):

@@ -108,12 +108,12 @@ class ResponsesProvider:
             kwargs["input"] = tool_outputs
         if request.tools:
             kwargs["tools"] = function_tools(request.tools)
-        completed = False
+        completed = streaming = False
         try:
             stream = await self._client.responses.create(**kwargs)
             async with stream:
                 async for event in stream:
-                    kind = event.type
+                    streaming, kind = True, event.type
                     if kind == "response.output_text.delta":
                         yield TextDelta(event.delta)
                     elif kind == "response.output_item.done" and event.item.type == "function_call":
@@ -127,7 +127,7 @@ class ResponsesProvider:
                     elif kind == "error":
                         raise ProviderError(f"{event.code}: {event.message}")
         except openai.OpenAIError as exc:
-            raise translate(exc) from exc
+            raise translate(exc, streaming) from exc
         except STREAM_ERRORS as exc:
             raise ProviderProtocolError(f"{type(exc).__name__}: {exc}") from exc
         if not completed:
