@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .app import create_app
 from .config import ConfigError, load_settings
+from .tools import ToolError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,10 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("setting %s=%s", name, value)
     host = args.host or settings.server_host
     port = settings.server_port if args.port is None else args.port
+    try:
+        app = create_app(settings)
+    except ToolError as exc:
+        print(f"roundtable: configuration error: {exc}", file=sys.stderr)
+        return 2
     log.info("Roundtable listening on http://%s:%d (provider: %s, model: %s)",
              host, port, settings.llm_api, settings.openai_model)
     web.run_app(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         shutdown_timeout=settings.shutdown_timeout,

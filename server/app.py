@@ -16,6 +16,7 @@ from .http import OriginPolicy, StreamRoute, index_handler
 from .providers import OpenAISettings, Provider, create_provider
 from .room import Room, RoomLimits
 from .sockets import RoomHandlers, SocketEmitter
+from .tools import ToolRegistry, load_registry
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +37,16 @@ def provider_settings(settings: Settings) -> OpenAISettings:
         assistant_name=settings.assistant_name,
         instructions=settings.assistant_instructions,
         request_timeout=settings.request_timeout,
+        max_retries=settings.provider_max_retries,
         assistant_id=settings.openai_assistant_id,
         context_budget=settings.context_budget,
     )
 
 
 def create_app(settings: Settings, provider: Provider | None = None) -> web.Application:
-    """Build the application; the provider and room are opened in the app's start-up."""
+    """Build the application; the provider and room are opened in the app's start-up.
+    Raises ToolError when TOOLS_MODULE/TOOLS_ENABLED name something unusable."""
+    tools = load_registry(settings.tools_enabled, settings.tools_module)
     app = web.Application()
     policy = OriginPolicy(settings.cors_origins)
     sio = socketio.AsyncServer(
@@ -50,6 +54,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> web.Appl
         cors_allowed_origins=policy,
         logger=False,
         engineio_logger=False,
+        max_http_buffer_size=settings.max_payload_bytes,
     )
     sio.attach(app)
     app[SETTINGS_KEY] = settings
@@ -57,8 +62,8 @@ def create_app(settings: Settings, provider: Provider | None = None) -> web.Appl
     def room_of() -> Room:
         return app[ROOM_KEY]
 
-    RoomHandlers(sio, room_of).attach()
-    app.cleanup_ctx.append(_room_context(provider))
+    RoomHandlers(sio, room_of, settings.room_password, settings.rate_limit_per_minute).attach()
+    app.cleanup_ctx.append(_room_context(provider, tools))
     app.on_shutdown.append(_disconnect_everyone)
     stream = StreamRoute(room_of, policy)
     app.router.add_post("/stream", stream.post)
@@ -70,15 +75,21 @@ def create_app(settings: Settings, provider: Provider | None = None) -> web.Appl
     return app
 
 
-def _room_context(injected: Provider | None) -> Any:
+def _room_context(injected: Provider | None, tools: ToolRegistry) -> Any:
     async def context(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
         provider = injected or create_provider(settings.llm_api, provider_settings(settings))
         profile = await provider.open()
         limits = RoomLimits(
-            settings.max_name_length, settings.max_message_length, settings.max_queued_turns
+            max_name_length=settings.max_name_length,
+            max_message_length=settings.max_message_length,
+            max_queued_turns=settings.max_queued_turns,
+            max_participants=settings.max_participants,
+            run_timeout=settings.run_timeout,
+            tool_timeout=settings.tool_timeout,
+            max_tool_rounds=settings.tool_max_rounds,
         )
-        room = Room(provider, profile, SocketEmitter(app[SIO_KEY]), limits)
+        room = Room(provider, profile, SocketEmitter(app[SIO_KEY]), limits, tools=tools)
         app[PROVIDER_KEY], app[ROOM_KEY] = provider, room
         await room.start()
         logger.info("room ready: assistant %r via %s", profile.name, settings.llm_api)

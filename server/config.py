@@ -135,6 +135,42 @@ class Settings:
     shutdown_timeout: float = _setting(
         "SHUTDOWN_TIMEOUT", "5", _float_range(0.1, 60), "Seconds allowed for clean-up at shutdown."
     )
+    max_participants: int = _setting(
+        "MAX_PARTICIPANTS", "2000", _int_range(1, 1_000_000), "People allowed in the room at once."
+    )
+    rate_limit_per_minute: int = _setting(
+        "RATE_LIMIT_PER_MINUTE", "30", _int_range(1, 100_000),
+        "Messages one connection may send per minute; more are refused with rate_limited.",
+    )
+    max_payload_bytes: int = _setting(
+        "MAX_PAYLOAD_BYTES", "100000", _int_range(1024, 100_000_000),
+        "Largest Socket.IO packet a client may send, in bytes.",
+    )
+    room_password: str = _setting(
+        "ROOM_PASSWORD", "", _str,
+        "If set, clients must send it at connect (Socket.IO auth {token}); empty = open room.",
+        secret=True,
+    )
+    run_timeout: float = _setting(
+        "RUN_TIMEOUT", "60", _float_range(1, 3600),
+        "Seconds without any streamed output before an answer is abandoned.",
+    )
+    provider_max_retries: int = _setting(
+        "PROVIDER_MAX_RETRIES", "2", _int_range(0, 10),
+        "Retries (with backoff) of a provider request that failed before anything streamed.",
+    )
+    tools_enabled: str = _setting(
+        "TOOLS_ENABLED", "all", _str, "Tools the assistant may call: all, none, or a list."
+    )
+    tools_module: str = _setting(
+        "TOOLS_MODULE", "", _str, "Python module with your own tools (package.module)."
+    )
+    tool_timeout: float = _setting(
+        "TOOL_TIMEOUT", "10", _float_range(0.1, 600), "Seconds one tool call may take."
+    )
+    tool_max_rounds: int = _setting(
+        "TOOL_MAX_ROUNDS", "5", _int_range(1, 100), "Rounds of tool calls allowed in one answer."
+    )
     log_level: str = _setting(
         "LOG_LEVEL", "INFO", _choice("debug", "info", "warning", "error"), "Logging verbosity."
     )
@@ -152,7 +188,7 @@ class Settings:
         out = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "openai_api_key":
+            if not f.repr:
                 value = "(set)" if value else "(not set)"
             out.append((f.metadata["env"], str(value)))
         return out

@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import unicodedata
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from .messages import Message, is_safe_id, new_id, now_ms
-from .providers.base import AssistantProfile, Provider, RunRequest, SupportsHistory
-from .providers.errors import ProviderError
+from .providers.base import (
+    AssistantProfile,
+    Provider,
+    RunRequest,
+    SupportsHistory,
+    ToolCall,
+    ToolResult,
+)
+from .providers.errors import ProviderError, ProviderTimeout
+from .tools import ToolRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +46,12 @@ class Emitter(Protocol):
     async def emit(self, event: str, data: Any, to: Collection[str]) -> None: ...
 
 
+class ToolLoopError(ProviderError):
+    """The model would not stop calling tools."""
+
+    user_message = "The assistant gave up: it kept calling tools without answering."
+
+
 class RoomError(Exception):
     """A request the room refuses; `code` and the message go back to the one client."""
 
@@ -48,11 +63,15 @@ class RoomError(Exception):
 
 @dataclass(frozen=True)
 class RoomLimits:
-    """Validation limits (see docs/protocol.md)."""
+    """Validation and run limits (see docs/protocol.md and docs/reliability.md)."""
 
     max_name_length: int = 32
     max_message_length: int = 8000
     max_queued_turns: int = 50
+    max_participants: int = 2000
+    run_timeout: float = 60.0  # seconds without any sign of life from the provider
+    tool_timeout: float = 10.0
+    max_tool_rounds: int = 5
 
 
 @dataclass(frozen=True)
@@ -102,8 +121,10 @@ class Room:
         emitter: Emitter,
         limits: RoomLimits | None = None,
         clock: Callable[[], datetime] | None = None,
+        tools: ToolRegistry | None = None,
     ) -> None:
         self.provider = provider
+        self.tools = tools or ToolRegistry()
         self.profile = profile
         self.limits = limits or RoomLimits()
         self._emitter = emitter
@@ -122,6 +143,7 @@ class Room:
         self._announced = False
         self._busy = False
         self._current: asyncio.Task[None] | None = None
+        self._stopped_by: str | None = None
         self._worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -140,6 +162,10 @@ class Room:
 
     def users(self) -> list[dict[str, Any]]:
         return [p.to_wire() for p in self._people.values()]
+
+    def people(self) -> list[tuple[str, int]]:
+        """Who is here, oldest first (the `RoomView` that tools see)."""
+        return [(p.name, p.since) for p in self._people.values()]
 
     def is_registered(self, sid: str) -> bool:
         return sid in self._sid_user
@@ -169,6 +195,10 @@ class Room:
         if sid in self._sid_user:
             raise RoomError("already_registered", "This connection is already registered.")
         name = self._check_name(name)
+        if len(self._people) >= self.limits.max_participants and not any(
+            p.name.casefold() == name.casefold() for p in self._people.values()
+        ):
+            raise RoomError("room_full", "The room is full; try again later.")
         person = self._bind(sid, user_id, name)
         history = await self._history()
         if sid not in self._sid_user:  # gone while the history was read
@@ -240,6 +270,16 @@ class Room:
             self._listeners[message.id] = [listener]
         self._queue.put_nowait(Turn(message, frozenset(skip) if listener else frozenset()))
         return {"ok": True, "id": message.id, "queued": self._queue.qsize()}
+
+    async def stop(self, sid: str) -> bool:
+        """Stop the answer in progress (any participant may); False if there was none."""
+        person = self._person(sid)
+        if self._current is None or self._current.done():
+            return False
+        self._stopped_by = person.name
+        self._current.cancel()
+        logger.info("%s stopped the answer", person.name)
+        return True
 
     async def leave(self, sid: str) -> None:
         """Forget a connection; when a person's last one goes, tell the others."""
@@ -379,24 +419,64 @@ class Room:
             thread_id = await self._ensure_thread()
             self._transcript.append(message)
             self._version += 1
-            request = RunRequest(
-                message, self._instructions(message.name),
-                answer_id=answer.id, answer_created_at=answer.created_at,
-            )
-            async for event in self.provider.run(thread_id, request):
-                await self._stream(answer, event.text)
+            await self._run(thread_id, message, answer)
             completed = True
         except ProviderError as exc:
             logger.warning("turn %s failed: %s: %s", message.id, type(exc).__name__, exc)
             await self._emit("message", Message.system(exc.user_message).to_wire())
         except asyncio.CancelledError:
             logger.info("turn %s cancelled", message.id)
+            if self._stopped_by is not None:
+                notice = f"{self._stopped_by} stopped the answer."
+                await self._emit("message", Message.system(notice).to_wire())
             raise
         except Exception:
             logger.exception("turn %s failed unexpectedly", message.id)
             await self._emit("message", Message.system(ProviderError.user_message).to_wire())
         finally:
+            self._stopped_by = None
             await self._finish(answer, completed, turn.quiet)
+
+    async def _run(self, thread_id: str, message: Message, answer: Message) -> None:
+        """Stream one run; give up when the provider shows no sign of life for `run_timeout`
+        seconds (tools running do not count: they have their own timeout)."""
+        loop = asyncio.get_running_loop()
+        idle = self.limits.run_timeout
+        rounds = 0
+
+        async def call_tools(calls: Sequence[ToolCall]) -> list[ToolResult]:
+            nonlocal rounds
+            rounds += 1
+            if rounds > self.limits.max_tool_rounds + 1:
+                raise ToolLoopError(f"still calling tools after {rounds - 1} rounds")
+            if rounds > self.limits.max_tool_rounds:
+                note = (f"tool round limit ({self.limits.max_tool_rounds}) reached; "
+                        "answer now without calling tools")
+                return [ToolResult(c.call_id, json.dumps({"error": note})) for c in calls]
+            deadline.reschedule(None)
+            results = await asyncio.gather(*(self._call_tool(answer.id, c) for c in calls))
+            deadline.reschedule(loop.time() + idle)
+            return list(results)
+
+        request = RunRequest(
+            message, self._instructions(message.name), self.tools.specs(), call_tools,
+            answer_id=answer.id, answer_created_at=answer.created_at,
+        )
+        try:
+            async with asyncio.timeout(idle) as deadline:
+                async for event in self.provider.run(thread_id, request):
+                    deadline.reschedule(loop.time() + idle)
+                    await self._stream(answer, event.text)
+        except TimeoutError:
+            raise ProviderTimeout(f"no response from the provider for {idle:g} s") from None
+
+    async def _call_tool(self, answer_id: str, call: ToolCall) -> ToolResult:
+        """Run one tool call, telling the room when it starts and how it ended."""
+        status = {"message_id": answer_id, "call_id": call.call_id, "name": call.name}
+        await self._emit("tool-call", {**status, "status": "started"})
+        outcome = await self.tools.execute(call, self, self.limits.tool_timeout)
+        await self._emit("tool-call", {**status, "status": "finished" if outcome.ok else "failed"})
+        return outcome.result
 
     def _instructions(self, nickname: str) -> str:
         return run_instructions(self.profile.instructions, nickname, self._clock())

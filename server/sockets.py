@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -47,12 +50,49 @@ def _refuse(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "code": code, "message": message}
 
 
+class RateLimiter:
+    """At most `per_minute` events per connection in any 60-second window."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limit = per_minute
+        self._clock = clock
+        self._seen: dict[str, deque[float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = self._clock()
+        seen = self._seen.setdefault(key, deque())
+        while seen and now - seen[0] >= 60:
+            seen.popleft()
+        if len(seen) >= self._limit:
+            return False
+        seen.append(now)
+        return True
+
+    def forget(self, key: str) -> None:
+        self._seen.pop(key, None)
+
+
+def _token_of(auth: Any) -> str:
+    if isinstance(auth, dict):
+        token = auth.get("token", auth.get("password"))
+        return token if isinstance(token, str) else ""
+    return ""
+
+
 class RoomHandlers:
     """Socket.IO event handlers for one room; `room_of()` returns the live room."""
 
-    def __init__(self, sio: socketio.AsyncServer, room_of: Callable[[], Room]) -> None:
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        room_of: Callable[[], Room],
+        password: str = "",
+        per_minute: int = 30,
+    ) -> None:
         self._sio = sio
         self._room_of = room_of
+        self._password = password
+        self._limiter = RateLimiter(per_minute)
 
     def attach(self) -> None:
         """Register the handlers on the server."""
@@ -60,11 +100,19 @@ class RoomHandlers:
         self._sio.on("disconnect", self.disconnect)
         self._sio.on("register", self.register)
         self._sio.on("message", self.message)
+        self._sio.on("stop", self.stop)
 
-    async def connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
-        return True
+    async def connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if self._password and not hmac.compare_digest(
+            _token_of(auth).encode(), self._password.encode()
+        ):
+            logger.info("refused connection %s: wrong or missing room password", sid)
+            raise socketio.exceptions.ConnectionRefusedError(
+                "unauthorized: this room needs a password (Socket.IO auth {token})"
+            )
 
     async def disconnect(self, sid: str, *reason: Any) -> None:
+        self._limiter.forget(sid)
         await self._room_of().leave(sid)
 
     async def register(self, sid: str, data: Any = None) -> dict[str, Any]:
@@ -82,10 +130,19 @@ class RoomHandlers:
             return await self._error(sid, "not_registered", "Register with a nickname first.")
         if not isinstance(data, dict) or not isinstance(data.get("content"), str):
             return await self._error(sid, "invalid_payload", 'message needs {"content": "..."}.')
+        if not self._limiter.allow(sid):
+            return await self._error(sid, "rate_limited", "Too many messages; wait a moment.")
         try:
             return await room.post(sid, data["content"], data.get("id"))
         except RoomError as exc:
             return await self._error(sid, exc.code, exc.message)
+
+    async def stop(self, sid: str, data: Any = None) -> dict[str, Any]:
+        try:
+            stopped = await self._room_of().stop(sid)
+        except RoomError as exc:
+            return await self._error(sid, exc.code, exc.message)
+        return {"ok": True, "stopped": stopped}
 
     async def _error(self, sid: str, code: str, message: str) -> dict[str, Any]:
         logger.info("refused %s: %s", sid, code)

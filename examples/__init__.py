@@ -1,0 +1,1 @@
+"""Example operator modules for Roundtable (see docs/tools.md)."""
