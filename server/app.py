@@ -15,7 +15,7 @@ from .config import Settings
 from .http import OriginPolicy, StreamRoute, index_handler
 from .providers import OpenAISettings, Provider, create_provider
 from .room import Room, RoomLimits
-from .sockets import RoomHandlers, SocketEmitter
+from .sockets import RoomHandlers, SocketEmitter, disable_websocket_compression
 from .tools import ToolRegistry, load_registry
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ def create_app(settings: Settings, provider: Provider | None = None) -> web.Appl
         engineio_logger=False,
         max_http_buffer_size=settings.max_payload_bytes,
     )
+    if not settings.ws_compression:
+        disable_websocket_compression(sio)
     sio.attach(app)
     app[SETTINGS_KEY] = settings
     app[SIO_KEY] = sio

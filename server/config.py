@@ -55,6 +55,15 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
 def _url(raw: str) -> str:
     value = raw.strip()
     if value and not value.startswith(("http://", "https://")):
@@ -170,6 +179,10 @@ class Settings:
     )
     tool_max_rounds: int = _setting(
         "TOOL_MAX_ROUNDS", "5", _int_range(1, 100), "Rounds of tool calls allowed in one answer."
+    )
+    ws_compression: bool = _setting(
+        "WS_COMPRESSION", "false", _bool,
+        "Accept permessage-deflate on websockets (costs memory and CPU per client).",
     )
     log_level: str = _setting(
         "LOG_LEVEL", "INFO", _choice("debug", "info", "warning", "error"), "Logging verbosity."

@@ -12,6 +12,8 @@ from typing import Any
 import engineio.packet
 import socketio
 import socketio.packet
+from aiohttp import web
+from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from .room import Room, RoomError
 
@@ -44,6 +46,31 @@ class SocketEmitter:
                 continue
             for frame in frames:
                 await self._sio.eio.send_packet(eio_sid, frame)
+
+
+class _UncompressedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
+    """python-engineio's aiohttp websocket, but refusing permessage-deflate.
+
+    Browsers offer per-message compression and aiohttp accepts it by default, which costs a
+    compressor per client (100+ KB of memory each) and CPU for every frame of every streamed
+    delta. Our frames are small JSON deltas: not worth it (see docs/performance.md).
+    """
+
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        request = environ["aiohttp.request"]
+        self._sock = web.WebSocketResponse(
+            max_msg_size=self.server.max_http_buffer_size, compress=False
+        )
+        await self._sock.prepare(request)
+        self.environ = environ
+        await self.handler(self)
+        return self._sock
+
+
+def disable_websocket_compression(sio: socketio.AsyncServer) -> None:
+    """Make the server's websockets refuse permessage-deflate (engine.io's aiohttp driver has
+    no option for it, so swap in the driver's websocket class)."""
+    sio.eio._async = {**sio.eio._async, "websocket": _UncompressedWebSocket}
 
 
 def _refuse(code: str, message: str) -> dict[str, Any]:
