@@ -136,6 +136,7 @@ class Room:
         self._version = 0  # bumped on every transcript change
         self._ids: set[str] = set()
         self._queue: asyncio.Queue[Turn] = asyncio.Queue()
+        self._waiting: dict[str, Message] = {}  # queued messages, not yet in the thread
         self._listeners: dict[str, list[asyncio.Queue[str | None]]] = {}
         self._thread_id: str | None = None
         self._thread_lock = asyncio.Lock()
@@ -217,6 +218,8 @@ class Room:
             await self._emitter.emit("ai-start", None, [sid])
             if self._announced and self._answer is not None:
                 await self._emitter.emit("message-start", self._answer.to_wire(), [sid])
+        for waiting in self._waiting.values():  # shown live to those present when sent
+            await self._emitter.emit("message", waiting.to_wire(), [sid])
         self._live.add(sid)
         if len(person.sids) == 1:
             await self._emit("join", {"user_id": person.user_id, "name": person.name}, skip={sid})
@@ -268,6 +271,7 @@ class Room:
         await self._emit("message", message.to_wire(), skip=skip)
         if listener is not None:
             self._listeners[message.id] = [listener]
+        self._waiting[message.id] = message
         self._queue.put_nowait(Turn(message, frozenset(skip) if listener else frozenset()))
         return {"ok": True, "id": message.id, "queued": self._queue.qsize()}
 
@@ -383,6 +387,7 @@ class Room:
         """The room is empty: drop queued turns, cancel the run, delete the thread."""
         while not self._queue.empty():
             self._release(self._queue.get_nowait().message.id)
+        self._waiting.clear()
         if self._current is not None:
             self._current.cancel()
             await asyncio.wait({self._current})
@@ -409,6 +414,7 @@ class Room:
 
     async def _take_turn(self, turn: Turn) -> None:
         message = turn.message
+        self._waiting.pop(message.id, None)
         answer = Message(
             new_id("a"), None, self.profile.name, "assistant", "", now_ms(), reply_to=message.id
         )

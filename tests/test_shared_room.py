@@ -307,3 +307,28 @@ async def test_a_burst_of_messages_is_answered_in_order_without_conflicts(
     assert len(answers) == len(questions) == 10
     assert answers == [f"Echo: [{q.split()[0]}] {q}" for q in questions]
     assert upstream.active_runs() == []
+
+
+async def test_joining_mid_answer_shows_the_answer_so_far_and_the_queue(
+    peers: Peers, upstream: FakeUpstream
+):
+    alice, bob = await room_of(peers, "Alice", "Bob")
+    words = [f"w{i} " for i in range(40)]
+    upstream.enqueue(Text("".join(words), chunks=words, delay=0.02))
+    await alice.say("tell me a long story")
+    await bob.wait_for("message-delta", count=5)
+    await bob.say("and then?")  # waits for its turn
+    carol = peers("Carol")
+    welcome = await carol.join()
+    assert welcome["busy"] is True
+    [start] = await asyncio.gather(carol.wait_for("message-start"))
+    assert len(start["content"]) >= len("w0 w1 w2 w3 w4 ")
+    queued = await carol.wait_for("message")
+    assert queued["content"] == "and then?" and queued["name"] == "Bob"
+    await carol.wait_for("ai-end", count=2)
+    first = carol.answers()[0]
+    assert start["content"] + carol.streamed(first["id"]) == first["content"] == "".join(words)
+    assert [a["content"] for a in carol.answers()] == [
+        "".join(words), "Echo: [Bob] and then?"]
+    history = carol.of("message-list")[0]
+    assert [m["content"] for m in history] == ["tell me a long story"]
