@@ -9,7 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .room import Room, RoomError
+from .room import Room
+from .roster import RoomError
 
 logger = logging.getLogger(__name__)
 

@@ -10,22 +10,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import unicodedata
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from .messages import Message, is_safe_id, new_id, now_ms
-from .providers.base import (
-    AssistantProfile,
-    Provider,
-    RunRequest,
-    SupportsHistory,
-    ToolCall,
-    ToolResult,
-)
+from .providers.base import AssistantProfile, Provider, RunRequest, ToolCall, ToolResult
 from .providers.errors import ProviderError, ProviderTimeout
+from .roster import Person, RoomError, Roster
+from .thread import RoomThread
 from .tools import ToolRegistry
 
 logger = logging.getLogger(__name__)
@@ -52,15 +46,6 @@ class ToolLoopError(ProviderError):
     user_message = "The assistant gave up: it kept calling tools without answering."
 
 
-class RoomError(Exception):
-    """A request the room refuses; `code` and the message go back to the one client."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 @dataclass(frozen=True)
 class RoomLimits:
     """Validation and run limits (see docs/protocol.md and docs/reliability.md)."""
@@ -83,19 +68,6 @@ class Turn:
     quiet: frozenset[str] = frozenset()
 
 
-@dataclass
-class Person:
-    """One person in the room, possibly connected from several sockets."""
-
-    user_id: str
-    name: str
-    since: int
-    sids: set[str] = field(default_factory=set)
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"user_id": self.user_id, "name": self.name, "since": self.since}
-
-
 def run_instructions(base: str, nickname: str, today: datetime) -> str:
     """Per-run instructions: the base, the room note, who to address, and today's date."""
     date = today.strftime("%A, %d %B %Y")
@@ -104,11 +76,6 @@ def run_instructions(base: str, nickname: str, today: datetime) -> str:
         f"{base}\n\n{ROOM_NOTE}\nPlease address the user as {nickname}.\n"
         f"Today is {date} ({today.date().isoformat()}, {clock})."
     )
-
-
-def has_control_chars(text: str) -> bool:
-    """True if `text` contains control/format characters (Unicode category C*)."""
-    return any(unicodedata.category(ch).startswith("C") for ch in text)
 
 
 class Room:
@@ -129,8 +96,7 @@ class Room:
         self.limits = limits or RoomLimits()
         self._emitter = emitter
         self._clock = clock or (lambda: datetime.now().astimezone())
-        self._people: dict[str, Person] = {}  # user_id -> person
-        self._sid_user: dict[str, str] = {}  # sid -> user_id
+        self._roster = Roster(self.limits.max_name_length, self.limits.max_participants)
         self._live: set[str] = set()  # registered sids that receive room traffic
         self._transcript: list[Message] = []
         self._version = 0  # bumped on every transcript change
@@ -138,8 +104,7 @@ class Room:
         self._queue: asyncio.Queue[Turn] = asyncio.Queue()
         self._waiting: dict[str, Message] = {}  # queued messages, not yet in the thread
         self._listeners: dict[str, list[asyncio.Queue[str | None]]] = {}
-        self._thread_id: str | None = None
-        self._thread_lock = asyncio.Lock()
+        self._thread = RoomThread(provider)
         self._answer: Message | None = None  # the assistant message being streamed
         self._announced = False
         self._busy = False
@@ -151,7 +116,7 @@ class Room:
     # ----- state, for the socket layer and tests -----
     @property
     def thread_id(self) -> str | None:
-        return self._thread_id
+        return self._thread.id
 
     @property
     def busy(self) -> bool:
@@ -162,14 +127,14 @@ class Room:
         return list(self._transcript)
 
     def users(self) -> list[dict[str, Any]]:
-        return [p.to_wire() for p in self._people.values()]
+        return self._roster.users()
 
     def people(self) -> list[tuple[str, int]]:
         """Who is here, oldest first (the `RoomView` that tools see)."""
-        return [(p.name, p.since) for p in self._people.values()]
+        return self._roster.people()
 
     def is_registered(self, sid: str) -> bool:
-        return sid in self._sid_user
+        return sid in self._roster
 
     def queued(self) -> int:
         return self._queue.qsize()
@@ -188,21 +153,14 @@ class Room:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._delete_thread()
+        await self._thread.delete()
 
     # ----- requests -----
     async def register(self, sid: str, user_id: object, name: str) -> dict[str, Any]:
         """Bind `sid` to a nickname; return the `welcome` payload (already sent to `sid`)."""
-        if sid in self._sid_user:
-            raise RoomError("already_registered", "This connection is already registered.")
-        name = self._check_name(name)
-        if len(self._people) >= self.limits.max_participants and not any(
-            p.name.casefold() == name.casefold() for p in self._people.values()
-        ):
-            raise RoomError("room_full", "The room is full; try again later.")
-        person = self._bind(sid, user_id, name)
+        person = self._roster.bind(sid, user_id, name)
         history = await self._history()
-        if sid not in self._sid_user:  # gone while the history was read
+        if sid not in self._roster:  # gone while the history was read
             raise RoomError("not_registered", "The connection closed during registration.")
         welcome = {
             "user_id": person.user_id,
@@ -223,14 +181,14 @@ class Room:
         self._live.add(sid)
         if len(person.sids) == 1:
             await self._emit("join", {"user_id": person.user_id, "name": person.name}, skip={sid})
-            logger.info("%s joined (%d online)", person.name, len(self._people))
-        if self._thread_id is None:
-            self._spawn(self._prepare_thread())
+            logger.info("%s joined (%d online)", person.name, len(self._roster))
+        if self._thread.id is None:
+            self._spawn(self._thread.prepare())
         return welcome
 
     async def post(self, sid: str, content: str, client_id: object = None) -> dict[str, Any]:
         """Accept a user's message from socket `sid`: show it to the others, queue its turn."""
-        return await self._accept(self._person(sid), content, client_id, {sid})
+        return await self._accept(self._roster.of(sid), content, client_id, {sid})
 
     async def post_as(
         self, user_id: str, content: str, client_id: object = None
@@ -238,7 +196,7 @@ class Room:
         """Accept a message from an online person by id (the HTTP stream); also return the
         answer's text deltas. None of the person's own sockets is sent the message or the
         final answer: their client shows both from the HTTP exchange."""
-        person = self._people.get(user_id)
+        person = self._roster.by_id(user_id)
         if person is None:
             raise RoomError("not_registered", "This user_id is not in the room; register first.")
         quiet = frozenset(person.sids)
@@ -277,7 +235,7 @@ class Room:
 
     async def stop(self, sid: str) -> bool:
         """Stop the answer in progress (any participant may); False if there was none."""
-        person = self._person(sid)
+        person = self._roster.of(sid)
         if self._current is None or self._current.done():
             return False
         self._stopped_by = person.name
@@ -287,50 +245,14 @@ class Room:
 
     async def leave(self, sid: str) -> None:
         """Forget a connection; when a person's last one goes, tell the others."""
-        user_id = self._sid_user.pop(sid, None)
         self._live.discard(sid)
-        if user_id is None:
+        person = self._roster.unbind(sid)
+        if person is None:
             return
-        person = self._people[user_id]
-        person.sids.discard(sid)
-        if person.sids:
-            return
-        del self._people[user_id]
-        logger.info("%s left (%d online)", person.name, len(self._people))
+        logger.info("%s left (%d online)", person.name, len(self._roster))
         await self._emit("leave", {"user_id": person.user_id, "name": person.name})
-        if not self._people:
+        if not len(self._roster):
             await self._reset()
-
-    # ----- helpers for requests -----
-    def _person(self, sid: str) -> Person:
-        user_id = self._sid_user.get(sid)
-        if user_id is None:
-            raise RoomError("not_registered", "Register with a nickname first.")
-        return self._people[user_id]
-
-    def _check_name(self, raw: str) -> str:
-        name = raw.strip()
-        limit = self.limits.max_name_length
-        if not name or len(name) > limit:
-            raise RoomError("invalid_name", f"A nickname must be 1 to {limit} characters long.")
-        if has_control_chars(name):
-            raise RoomError("invalid_name", "A nickname may not contain control characters.")
-        return name
-
-    def _bind(self, sid: str, user_id: object, name: str) -> Person:
-        """Attach `sid` to an existing person (same id and name) or a new one."""
-        key = name.casefold()
-        holder = next((p for p in self._people.values() if p.name.casefold() == key), None)
-        uid = user_id if is_safe_id(user_id) else None
-        if holder is not None and holder.user_id != uid:
-            raise RoomError("name_taken", f"The nickname {name!r} is taken; choose another.")
-        if holder is None and uid is not None and uid in self._people:
-            uid = None  # the id is online under another nickname: never merge identities
-        person = holder or Person(uid or new_id("u"), name, now_ms())
-        person.sids.add(sid)
-        self._people[person.user_id] = person
-        self._sid_user[sid] = person.user_id
-        return person
 
     async def _emit(self, event: str, data: Any, skip: Collection[str] = ()) -> None:
         to = [s for s in self._live if s not in skip]
@@ -346,42 +268,13 @@ class Room:
         """The history for a newcomer: read back from the thread when the provider can and the
         room is idle; the room's own transcript otherwise (or if the thread changed meanwhile)."""
         ours = [m.to_wire() for m in self._transcript]
-        thread_id, version = self._thread_id, self._version
-        if not ours or thread_id is None or self._busy or not isinstance(
-            self.provider, SupportsHistory
-        ):
+        if not ours or self._busy:
             return ours
-        try:
-            theirs = await self.provider.history(thread_id)
-        except ProviderError as exc:
-            logger.warning("could not read the thread back (%s); replaying our transcript", exc)
+        version = self._version
+        theirs = await self._thread.read_back()
+        if theirs is None or version != self._version:
             return ours
-        return ours if version != self._version else [m.to_wire() for m in theirs]
-
-    # ----- the thread -----
-    async def _ensure_thread(self) -> str:
-        async with self._thread_lock:
-            if self._thread_id is None:
-                self._thread_id = await self.provider.create_thread()
-                logger.info("created thread %s", self._thread_id)
-            return self._thread_id
-
-    async def _prepare_thread(self) -> None:
-        try:
-            await self._ensure_thread()
-        except ProviderError as exc:
-            logger.warning("could not create the thread yet (%s); will retry on first message", exc)
-
-    async def _delete_thread(self) -> None:
-        async with self._thread_lock:
-            thread_id, self._thread_id = self._thread_id, None
-            if thread_id is None:
-                return
-            try:
-                await self.provider.delete_thread(thread_id)
-                logger.info("deleted thread %s", thread_id)
-            except ProviderError:
-                logger.exception("could not delete thread %s", thread_id)
+        return [m.to_wire() for m in theirs]
 
     async def _reset(self) -> None:
         """The room is empty: drop queued turns, cancel the run, delete the thread."""
@@ -394,7 +287,7 @@ class Room:
         self._transcript.clear()
         self._version += 1
         self._ids.clear()
-        await self._delete_thread()
+        await self._thread.delete()
 
     # ----- turns -----
     async def _work(self) -> None:
@@ -422,7 +315,7 @@ class Room:
         await self._emit("ai-start", None)
         completed = False
         try:
-            thread_id = await self._ensure_thread()
+            thread_id = await self._thread.ensure()
             self._transcript.append(message)
             self._version += 1
             await self._run(thread_id, message, answer)

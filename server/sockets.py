@@ -15,7 +15,8 @@ import socketio.packet
 from aiohttp import web
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
-from .room import Room, RoomError
+from .room import Room
+from .roster import RoomError
 
 logger = logging.getLogger(__name__)
 

@@ -110,7 +110,8 @@ async def test_sigint_also_cleans_up(
 
 @pytest.mark.parametrize(
     ("env", "setting"),
-    [({}, "OPENAI_API_KEY"), ({"OPENAI_API_KEY": "k", "SERVER_PORT": "eighty"}, "SERVER_PORT")],
+    [({"LLM_API": "responses"}, "OPENAI_API_KEY"),
+     ({"OPENAI_API_KEY": "k", "SERVER_PORT": "eighty"}, "SERVER_PORT")],
 )
 async def test_bad_configuration_stops_start_up_with_one_clear_line(
     tmp_path: Path, env: dict[str, str], setting: str

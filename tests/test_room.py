@@ -11,7 +11,8 @@ import pytest
 
 from server.providers.base import AssistantProfile, RunEvent, RunRequest, TextDelta
 from server.providers.errors import ProviderUnavailable
-from server.room import Room, RoomError, RoomLimits, run_instructions
+from server.room import Room, RoomLimits, run_instructions
+from server.roster import RoomError
 
 
 class Recorder:
