@@ -1,0 +1,1 @@
+"""Roundtable clients: `client.terminal` (run with `python -m client`) and the web client."""
