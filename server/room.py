@@ -231,7 +231,8 @@ class Room:
             self._listeners[message.id] = [listener]
         self._waiting[message.id] = message
         self._queue.put_nowait(Turn(message, frozenset(skip) if listener else frozenset()))
-        return {"ok": True, "id": message.id, "queued": self._queue.qsize()}
+        return {"ok": True, "id": message.id, "created_at": message.created_at,
+                "queued": self._queue.qsize()}
 
     async def stop(self, sid: str) -> bool:
         """Stop the answer in progress (any participant may); False if there was none."""

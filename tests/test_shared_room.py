@@ -332,3 +332,12 @@ async def test_joining_mid_answer_shows_the_answer_so_far_and_the_queue(
         "".join(words), "Echo: [Bob] and then?"]
     history = carol.of("message-list")[0]
     assert [m["content"] for m in history] == ["tell me a long story"]
+
+
+async def test_message_ack_carries_the_servers_id_and_time(peers: Peers):
+    [alice] = await room_of(peers, "Alice")
+    ack = await alice.call("message", {"content": "hello", "id": "client-id-1"})
+    assert ack["ok"] is True and ack["id"] == "client-id-1" and ack["created_at"] > 0
+    assert ack["queued"] in (0, 1)
+    again = await alice.call("message", {"content": "hello again", "id": "client-id-1"})
+    assert again["id"] != "client-id-1"  # an id already used is replaced
