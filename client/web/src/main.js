@@ -1,0 +1,286 @@
+// Roundtable web client: wires the Socket.IO connection (docs/protocol.md) to the page.
+
+import { io } from 'socket.io-client';
+import {
+  newMessageId, rememberName, rememberPassword, storedName, storedPassword, storedUserId,
+} from './identity.js';
+import { MessageList } from './messages.js';
+import { Activity, OnlineList } from './room.js';
+import './style.css';
+
+const NOTICE_MS = 6000;
+
+const $ = (id) => document.getElementById(id);
+
+const ui = {
+  overlay: $('join-overlay'),
+  joinForm: $('join-form'),
+  nickname: $('nickname-input'),
+  nicknameError: $('nickname-error'),
+  passwordField: $('password-field'),
+  password: $('password-input'),
+  joinButton: $('join-button'),
+  banner: $('reconnect-banner'),
+  me: $('me'),
+  assistantName: $('assistant-name'),
+  composer: $('composer'),
+  input: $('message-input'),
+  send: $('send'),
+  stop: $('stop'),
+  notice: $('notice'),
+};
+
+const messages = new MessageList($('messages'), $('empty'), $('jump'));
+const online = new OnlineList($('online-list'), $('online-count'), $('online-toggle'), $('online-panel'));
+const activity = new Activity($('typing'), $('typing-text'), $('tools'));
+
+const state = {
+  wantJoin: false, // the person asked to join; re-register on every (re)connect
+  name: '',
+  userId: null, // what the server bound at the last welcome
+  registered: false, // this connection is registered
+  busy: false,
+  assistant: 'Assistant',
+  streamingId: null,
+  password: storedPassword(), // only for rooms with ROOM_PASSWORD
+};
+
+// `auth` is a function so every (re)connection sends the password as it is now.
+const socket = io({
+  transports: ['websocket', 'polling'],
+  auth: (send) => send(state.password ? { token: state.password } : {}),
+});
+window.__roundtable_socket = socket; // for the browser tests (and curious people)
+
+// ----- joining -----
+function register() {
+  socket.emit('register', { user_id: state.userId ?? storedUserId(), name: state.name });
+}
+
+function showJoinDialog(error, focus = ui.nickname) {
+  ui.overlay.hidden = false;
+  ui.banner.hidden = true;
+  ui.joinButton.disabled = false;
+  ui.joinButton.textContent = 'Join';
+  ui.nicknameError.textContent = error ?? '';
+  ui.nicknameError.hidden = !error;
+  focus.focus();
+  focus.select();
+}
+
+ui.joinForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const name = ui.nickname.value.trim();
+  if (!name) {
+    showJoinDialog('Please enter a nickname.');
+    return;
+  }
+  state.name = name;
+  state.wantJoin = true;
+  if (!ui.passwordField.hidden) {
+    state.password = ui.password.value;
+    rememberPassword(state.password);
+  }
+  ui.joinButton.disabled = true;
+  ui.joinButton.textContent = 'Joining…';
+  ui.nicknameError.hidden = true;
+  if (socket.connected) register();
+  else if (!socket.active) socket.connect();
+});
+
+// ----- connection -----
+socket.on('connect', () => {
+  if (state.wantJoin) register();
+});
+
+socket.on('disconnect', (reason) => {
+  state.registered = false;
+  if (state.userId !== null) ui.banner.hidden = false;
+  updateComposer();
+  // The server hung up on us (e.g. a restart): socket.io-client will not retry by itself.
+  if (reason === 'io server disconnect') setTimeout(() => socket.connect(), 1000);
+});
+
+socket.on('connect_error', (err) => {
+  if (String(err?.message).startsWith('unauthorized')) {
+    // Refused by the room password: socket.io-client does not retry this by itself.
+    state.wantJoin = false;
+    ui.passwordField.hidden = false;
+    const tried = Boolean(state.password);
+    const focus = ui.nickname.value ? ui.password : ui.nickname;
+    showJoinDialog(tried ? 'Wrong room password.' : 'This room needs a password.', focus);
+    return;
+  }
+  if (state.userId !== null) ui.banner.hidden = false;
+  if (state.wantJoin && !state.registered && state.userId === null) {
+    ui.joinButton.textContent = 'Connecting…';
+  }
+});
+
+socket.on('welcome', (welcome) => {
+  state.registered = true;
+  state.userId = welcome.user_id;
+  state.name = welcome.name;
+  state.assistant = welcome.assistant?.name || 'Assistant';
+  rememberName(welcome.name);
+  ui.overlay.hidden = true;
+  ui.banner.hidden = true;
+  ui.me.hidden = false;
+  ui.me.textContent = welcome.name;
+  ui.me.dataset.userId = welcome.user_id;
+  ui.assistantName.textContent = `with ${state.assistant}`;
+  messages.setMe(welcome.user_id);
+  online.reset(welcome.users, welcome.user_id);
+  setBusy(Boolean(welcome.busy));
+  ui.input.focus();
+});
+
+socket.on('error', (error) => {
+  const code = error?.code;
+  const text = error?.message || 'The server refused that request.';
+  if (!state.registered) {
+    // Only `register` is sent before a welcome: name_taken, invalid_name, room_full, ...
+    state.wantJoin = false; // don't retry a refused name on every reconnect
+    showJoinDialog(text);
+  } else if (code !== 'already_registered') {
+    showNotice(text);
+  }
+});
+
+// ----- room traffic -----
+socket.on('message-list', (list) => {
+  if (!Array.isArray(list)) return;
+  messages.mergeHistory(list); // the history after welcome, or a finished answer: upsert by id
+});
+
+socket.on('message', (msg) => {
+  if (msg && typeof msg.id === 'string') messages.upsert(msg);
+});
+
+socket.on('join', (user) => {
+  online.add(user);
+  messages.addEvent(`${user.name} joined`, 'join');
+});
+
+socket.on('leave', (user) => {
+  online.remove(user);
+  messages.addEvent(`${user.name} left`, 'leave');
+});
+
+socket.on('ai-start', () => setBusy(true));
+
+socket.on('message-start', (msg) => {
+  if (!msg || typeof msg.id !== 'string') return;
+  messages.upsert({ ...msg, content: msg.content ?? '' });
+  messages.setStreaming(msg.id, true);
+  state.streamingId = msg.id;
+});
+
+socket.on('message-delta', ({ id, delta } = {}) => {
+  if (typeof id !== 'string' || typeof delta !== 'string') return;
+  if (messages.appendDelta(id, delta)) return;
+  // We missed the message-start (should not happen): start the bubble from this delta.
+  messages.upsert({
+    id, user_id: null, name: state.assistant, role: 'assistant', content: delta,
+    created_at: Date.now(),
+  });
+  messages.setStreaming(id, true);
+  state.streamingId = id;
+});
+
+socket.on('tool-call', (call) => {
+  if (call && typeof call === 'object') activity.tool(call);
+});
+
+socket.on('ai-end', () => setBusy(false));
+
+function setBusy(busy) {
+  const wasFocused = document.activeElement === ui.input || document.activeElement === ui.stop;
+  state.busy = busy;
+  ui.stop.disabled = false;
+  if (busy) {
+    activity.start(state.assistant);
+  } else {
+    activity.end();
+    messages.flush();
+    if (state.streamingId) messages.setStreaming(state.streamingId, false);
+    state.streamingId = null;
+  }
+  updateComposer();
+  if (!busy && (wasFocused || document.activeElement === document.body)) ui.input.focus();
+}
+
+function updateComposer() {
+  const canSend = state.registered && !state.busy;
+  ui.input.disabled = !canSend;
+  ui.send.disabled = !canSend;
+  ui.stop.hidden = !(state.registered && state.busy);
+  ui.composer.classList.toggle('locked', state.busy);
+}
+
+// ----- sending -----
+function send() {
+  const content = ui.input.value;
+  if (!content.trim() || !state.registered || state.busy) return;
+  const id = newMessageId();
+  messages.upsert({
+    id, user_id: state.userId, name: state.name, role: 'user', content, created_at: Date.now(),
+  });
+  messages.scrollToBottom();
+  ui.input.value = '';
+  autosize();
+  socket.emit('message', { content, id }, (ack) => {
+    if (ack?.ok) {
+      if (ack.id && ack.id !== id) messages.rename(id, ack.id);
+      return;
+    }
+    // Refused (the reason arrives as an `error` notice): take it back and restore the draft.
+    messages.remove(id);
+    if (!ui.input.value) {
+      ui.input.value = content;
+      autosize();
+    }
+  });
+}
+
+ui.composer.addEventListener('submit', (event) => {
+  event.preventDefault();
+  send();
+});
+
+ui.input.addEventListener('keydown', (event) => {
+  if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    send();
+  }
+});
+
+function autosize() {
+  if (!ui.input.value) {
+    ui.input.style.height = ''; // the CSS height; an empty box must not size to its placeholder
+    return;
+  }
+  ui.input.style.height = 'auto';
+  ui.input.style.height = `${Math.min(ui.input.scrollHeight + 2, 160)}px`; // + borders
+}
+ui.input.addEventListener('input', autosize);
+
+ui.stop.addEventListener('click', () => {
+  ui.stop.disabled = true; // once per answer; `ai-end` (or the next `ai-start`) re-enables it
+  socket.emit('stop');
+});
+
+// ----- notices -----
+let noticeTimer = 0;
+function showNotice(text) {
+  ui.notice.textContent = text;
+  ui.notice.hidden = false;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => (ui.notice.hidden = true), NOTICE_MS);
+}
+
+// ----- start -----
+ui.nickname.value = storedName();
+ui.password.value = state.password;
+showJoinDialog();
+updateComposer();
