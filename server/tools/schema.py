@@ -1,33 +1,16 @@
-"""Function tools the assistant may call: plain async functions, described by their signatures.
-
-`tool(fn)` turns an annotated async function into a `Tool` (name, description, JSON schema).
-A `ToolRegistry` holds the enabled tools and executes the model's calls: it checks arguments
-against the schema, injects the room view, applies a timeout, and turns every failure into an
-error output for the model. `load_registry` builds one from the built-ins and the operator's
-module (settings `TOOLS_ENABLED` and `TOOLS_MODULE`); see docs/tools.md.
-"""
+"""Deriving a tool from a plain async function, and checking the model's arguments."""
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import inspect
 import json
-import logging
-import random
 import re
-import secrets
-import time
 import types
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
 from typing import Annotated, Any, Literal, Protocol, Union, get_args, get_origin, get_type_hints
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .providers.base import ToolCall, ToolResult, ToolSpec
-
-logger = logging.getLogger(__name__)
+from ..providers.base import ToolSpec
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what the OpenAI APIs accept
 SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
@@ -63,19 +46,6 @@ class Tool:
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.description, self.parameters)
 
-
-@dataclass(frozen=True)
-class ToolOutcome:
-    """The result of one call: `output` is what the model receives (JSON text)."""
-
-    call_id: str
-    name: str
-    ok: bool
-    output: str
-
-    @property
-    def result(self) -> ToolResult:
-        return ToolResult(self.call_id, self.output)
 
 
 # ----- deriving a tool from a function -----
@@ -267,208 +237,3 @@ def _conform(value: Any, schema: dict[str, Any], where: str) -> Any:
 def _same(value: Any, option: Any) -> bool:
     """Equality that keeps true apart from 1."""
     return bool(value == option and isinstance(value, bool) == isinstance(option, bool))
-
-
-# ----- the registry -----
-class ToolRegistry:
-    """The tools offered to the model, by name; executes the model's calls safely."""
-
-    def __init__(self, tools: Iterable[Tool] = ()) -> None:
-        self._tools: dict[str, Tool] = {}
-        for t in tools:
-            if t.name in self._tools:
-                raise ToolError(f"tool {t.name!r}: defined twice")
-            self._tools[t.name] = t
-
-    def specs(self) -> list[ToolSpec]:
-        return [t.spec for t in self._tools.values()]
-
-    def names(self) -> list[str]:
-        return list(self._tools)
-
-    def __len__(self) -> int:
-        return len(self._tools)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._tools
-
-    async def execute(
-        self,
-        call: ToolCall,
-        room: RoomView,
-        timeout: float,  # noqa: ASYNC109 - a limit per call, applied here with asyncio.timeout
-    ) -> ToolOutcome:
-        """Run one call; every failure becomes an error output (only cancellation raises)."""
-        found = self._tools.get(call.name)
-        if found is None:
-            available = ", ".join(self._tools) or "none"
-            return _failed(call, f"unknown tool {call.name!r}; available: {available}")
-        try:
-            args = check_arguments(call.arguments, found.parameters)
-        except ArgumentError as exc:
-            return _failed(call, f"invalid arguments for tool {call.name!r}: {exc}")
-        if found.needs_room:
-            args["room"] = room
-        started = time.monotonic()
-        deadline = asyncio.timeout(timeout)
-        try:
-            async with deadline:
-                result = await found.fn(**args)
-        except TimeoutError as exc:
-            if deadline.expired():
-                return _failed(call, f"tool {call.name!r} timed out after {timeout:g} s")
-            logger.exception("tool call %s (%s) raised", call.call_id, call.name)  # not ours
-            return _failed(call, _raised(call.name, exc), logged=True)
-        except Exception as exc:
-            logger.exception("tool call %s (%s) raised", call.call_id, call.name)
-            return _failed(call, _raised(call.name, exc), logged=True)
-        elapsed = time.monotonic() - started
-        logger.debug("tool call %s (%s) finished in %.2f s", call.call_id, call.name, elapsed)
-        try:
-            output = result if isinstance(result, str) else json.dumps(result, default=str)
-        except (TypeError, ValueError) as exc:  # e.g. a circular structure
-            return _failed(call, f"tool {call.name!r} returned a result that is not JSON: {exc}")
-        return ToolOutcome(call.call_id, call.name, True, output)
-
-
-def _raised(name: str, exc: BaseException) -> str:
-    detail = f": {exc}" if str(exc) else ""
-    return f"tool {name!r} failed: {type(exc).__name__}{detail}"
-
-
-def _failed(call: ToolCall, error: str, logged: bool = False) -> ToolOutcome:
-    if not logged:
-        logger.warning("tool call %s (%s) failed: %s", call.call_id, call.name, error)
-    return ToolOutcome(call.call_id, call.name, False, json.dumps({"error": error}))
-
-
-# ----- built-ins -----
-async def current_time(
-    timezone: Annotated[
-        str | None, "IANA time zone such as 'Europe/Berlin' or 'America/New_York'; default UTC"
-    ] = None,
-) -> dict[str, str]:
-    """The current date and time, in UTC or in a given time zone."""
-    zone = _zone(timezone)
-    now = datetime.now(zone)
-    return {
-        "timezone": timezone or "UTC",
-        "iso": now.isoformat(timespec="seconds"),
-        "weekday": now.strftime("%A"),
-    }
-
-
-def _zone(name: str | None) -> tzinfo:
-    if name is None or name.strip().upper() in ("UTC", "Z"):
-        return UTC  # no time zone database needed
-    try:
-        return ZoneInfo(name.strip())
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {name!r}; use an IANA name such as 'Europe/Berlin', "
-            "'America/New_York' or 'UTC'"
-        ) from None
-
-
-async def who_is_here(room: RoomView) -> list[dict[str, str]]:
-    """Who is in the room right now: nicknames and since when (UTC), longest-present first."""
-    return [{"name": name, "since": _iso_utc(since)} for name, since in room.people()]
-
-
-def _iso_utc(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
-
-
-async def roll_dice(
-    sides: Annotated[int, "faces per die, 2 to 1000"] = 6,
-    count: Annotated[int, "how many dice, 1 to 100"] = 1,
-) -> dict[str, Any]:
-    """Roll fair dice (a cryptographically secure random number for each die)."""
-    if not 2 <= sides <= 1000:
-        raise ValueError(f"sides must be between 2 and 1000, got {sides}")
-    if not 1 <= count <= 100:
-        raise ValueError(f"count must be between 1 and 100, got {count}")
-    rolls = [secrets.randbelow(sides) + 1 for _ in range(count)]
-    return {"sides": sides, "rolls": rolls, "total": sum(rolls)}
-
-
-async def pick_participant(
-    room: RoomView,
-    count: Annotated[int, "how many people to pick; the number present gives a full order"] = 1,
-) -> dict[str, Any]:
-    """Pick people in the room at random, fairly and without repeats, in the order drawn.
-
-    With count equal to the number of people present this is a fair random order, e.g. for
-    "who presents first?".
-    """
-    names = [name for name, _ in room.people()]
-    if not names:
-        raise ValueError("nobody is in the room")
-    if not 1 <= count <= len(names):
-        raise ValueError(f"count must be between 1 and {len(names)} (the people present)")
-    return {"picked": random.SystemRandom().sample(names, count), "out_of": len(names)}
-
-
-BUILTINS: tuple[Tool, ...] = tuple(
-    tool(fn) for fn in (current_time, who_is_here, roll_dice, pick_participant)
-)
-
-
-# ----- loading from settings -----
-def load_registry(enabled: str = "all", module: str = "") -> ToolRegistry:
-    """The registry for settings `TOOLS_ENABLED` ("all", "none" or a comma-separated list of
-    names; empty means none) and `TOOLS_MODULE` ("" or "package.module")."""
-    available = list(BUILTINS)
-    if module.strip():
-        builtin_names = {t.name for t in BUILTINS}
-        for t in module_tools(module.strip()):
-            if t.name in builtin_names:
-                raise ToolError(f"TOOLS_MODULE: tool {t.name!r} has the name of a built-in")
-            available.append(t)
-    try:
-        registry = ToolRegistry(available)
-    except ToolError as exc:
-        raise ToolError(f"TOOLS_MODULE: {exc}") from None
-    choice = enabled.strip()
-    if choice.lower() == "all":
-        return registry
-    if choice.lower() == "none":
-        return ToolRegistry()
-    wanted = {name.strip() for name in choice.split(",") if name.strip()}
-    for name in sorted(wanted - set(registry.names())):
-        names = ", ".join(registry.names())
-        raise ToolError(f"TOOLS_ENABLED: unknown tool {name!r}; available: {names}")
-    return ToolRegistry(t for t in available if t.name in wanted)
-
-
-def module_tools(module: str) -> list[Tool]:
-    """The tools of an operator module: its `TOOLS` list if it has one, otherwise every public
-    async function (or `Tool`) defined in the module itself, in definition order."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise ToolError(f"TOOLS_MODULE: cannot import {module!r}: {exc}") from exc
-    except Exception as exc:  # the module's own code failed while importing
-        raise ToolError(
-            f"TOOLS_MODULE: importing {module!r} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    listed = getattr(mod, "TOOLS", None)
-    if listed is None:
-        public = (v for k, v in vars(mod).items() if not k.startswith("_"))
-        candidates = [v for v in public if _local(v, module)]
-    elif isinstance(listed, list | tuple):
-        candidates = list(listed)
-    else:
-        raise ToolError(f"TOOLS_MODULE: {module}.TOOLS must be a list of async functions")
-    if not candidates:
-        raise ToolError(f"TOOLS_MODULE: {module!r} defines no tools (no TOOLS, no async def)")
-    try:
-        return [c if isinstance(c, Tool) else tool(c) for c in candidates]
-    except ToolError as exc:
-        raise ToolError(f"TOOLS_MODULE: {module}: {exc}") from None
-
-
-def _local(value: Any, module: str) -> bool:
-    """True for an async function or Tool defined in `module` (not imported into it)."""
-    fn = value.fn if isinstance(value, Tool) else value
-    return inspect.iscoroutinefunction(fn) and getattr(fn, "__module__", None) == module
