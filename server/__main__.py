@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .app import create_app
 from .config import ConfigError, load_settings
+from .local_model import LocalModelError
 from .tools import ToolError
 
 
@@ -47,16 +48,23 @@ def main(argv: list[str] | None = None) -> int:
     except ToolError as exc:
         print(f"roundtable: configuration error: {exc}", file=sys.stderr)
         return 2
+    model = settings.openai_model
+    if settings.llm_api == "local":
+        model = settings.local_model_path or "bundled Gemma 3 270M"
     log.info("Roundtable listening on http://%s:%d (provider: %s, model: %s)",
-             host, port, settings.llm_api, settings.openai_model)
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        shutdown_timeout=settings.shutdown_timeout,
-        print=None,
-        access_log=None,
-    )
+             host, port, settings.llm_api, model)
+    try:
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            shutdown_timeout=settings.shutdown_timeout,
+            print=None,
+            access_log=None,
+        )
+    except LocalModelError as exc:
+        print(f"roundtable: local model: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from .config import Settings
 from .http import OriginPolicy, StreamRoute, index_handler
+from .local_model import LocalModelServer
 from .providers import OpenAISettings, Provider, create_provider
 from .room import Room, RoomLimits
 from .sockets import RoomHandlers, SocketEmitter, disable_websocket_compression
@@ -26,6 +27,7 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 SIO_KEY = web.AppKey("sio", socketio.AsyncServer)
 ROOM_KEY = web.AppKey("room", Room)
 PROVIDER_KEY = web.AppKey("provider", Provider)
+LOCAL_MODEL_KEY = web.AppKey("local_model", LocalModelServer)
 
 
 def provider_settings(settings: Settings) -> OpenAISettings:
@@ -80,7 +82,13 @@ def create_app(settings: Settings, provider: Provider | None = None) -> web.Appl
 def _room_context(injected: Provider | None, tools: ToolRegistry) -> Any:
     async def context(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
-        provider = injected or create_provider(settings.llm_api, provider_settings(settings))
+        local = None
+        if injected is None and settings.llm_api == "local":  # the owned llama.cpp child
+            local = app[LOCAL_MODEL_KEY] = LocalModelServer.from_settings(settings)
+            await local.start()
+            provider = create_provider("chat", local.provider_settings(provider_settings(settings)))
+        else:
+            provider = injected or create_provider(settings.llm_api, provider_settings(settings))
         profile = await provider.open()
         limits = RoomLimits(
             max_name_length=settings.max_name_length,
@@ -98,6 +106,8 @@ def _room_context(injected: Provider | None, tools: ToolRegistry) -> Any:
         yield
         await _close_room(app)
         await provider.close()
+        if local is not None:
+            await local.stop()
 
     return context
 

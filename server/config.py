@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-LLM_APIS = ("responses", "assistants", "chat")
+LLM_APIS = ("responses", "assistants", "chat", "local")
 
 
 class ConfigError(Exception):
@@ -93,7 +93,9 @@ class Settings:
 
     llm_api: str = _setting(
         "LLM_API", "responses", _choice(*LLM_APIS),
-        "Provider API: responses (OpenAI), assistants (Assistants v2), chat (Chat Completions).",
+        "Provider API: responses (OpenAI), assistants (Assistants v2), chat (Chat Completions), "
+        "local (embedded model). Empty: responses if OPENAI_API_KEY or OPENAI_BASE_URL is set, "
+        "else local.",
     )
     openai_api_key: str = _setting(
         "OPENAI_API_KEY", "", _str, "API key for the provider (never logged or sent to clients).",
@@ -110,6 +112,22 @@ class Settings:
     context_budget: int = _setting(
         "CONTEXT_TOKEN_BUDGET", "16000", _int_range(256, 10_000_000),
         "chat: most tokens of history sent per request; older messages are trimmed first.",
+    )
+    local_model_path: str = _setting(
+        "LOCAL_MODEL_PATH", "", _str,
+        "local: GGUF model file to serve; empty = the bundled Gemma 3 270M (Q4_K_M).",
+    )
+    local_max_tokens: int = _setting(
+        "LOCAL_MAX_TOKENS", "256", _int_range(1, 1_000_000),
+        "local: most tokens the model may write in one answer.",
+    )
+    local_repeat_penalty: float = _setting(
+        "LOCAL_REPEAT_PENALTY", "1.15", _float_range(1.0, 2.0),
+        "local: penalty on repeating recent tokens (1.0 = none); keeps small models on track.",
+    )
+    local_context: int = _setting(
+        "LOCAL_CONTEXT", "4096", _int_range(512, 1_000_000),
+        "local: the model's context window in tokens (history is trimmed to fit).",
     )
     assistant_name: str = _setting(
         "ASSISTANT_NAME", "Roundtable AI", _str, "Name shown on the assistant's messages."
@@ -190,10 +208,11 @@ class Settings:
 
     def validate(self) -> None:
         """Cross-field checks that need more than one setting."""
-        if not self.openai_api_key and not self.openai_base_url:
+        if self.llm_api != "local" and not self.openai_api_key and not self.openai_base_url:
             raise ConfigError(
-                "OPENAI_API_KEY: not set. Put your key in .env (see .env.example), or set "
-                "OPENAI_BASE_URL to an OpenAI-compatible server that needs no key."
+                f"OPENAI_API_KEY: not set, but LLM_API={self.llm_api} needs it. Put your key in "
+                ".env (see .env.example), set OPENAI_BASE_URL to a server that needs no key, or "
+                "unset LLM_API to use the local model."
             )
 
     def public_items(self) -> list[tuple[str, str]]:
@@ -238,15 +257,37 @@ def load_settings(
     for f in fields(Settings):
         env = f.metadata["env"]
         raw = source.get(env)
-        if raw is None:
+        if raw is None or (env == "LLM_API" and not raw.strip()):  # empty LLM_API = choose
             continue
         try:
             values[f.name] = f.metadata["parse"](raw)
         except ValueError as exc:
             raise ConfigError(f"{env}: {exc}") from None
     settings = Settings(**values)
+    if not source.get("LLM_API", "").strip() and not (
+        settings.openai_api_key or settings.openai_base_url
+    ):
+        settings = replace(settings, llm_api="local")  # no provider configured: the local model
     settings.validate()
     return settings
+
+
+ENV_EXAMPLE_HEADER = """\
+# Roundtable settings. Copy to .env and edit; real environment variables override this file.
+# With nothing set, the embedded local model is used: no key, no network. Set OPENAI_API_KEY
+# for OpenAI, or OPENAI_BASE_URL for another server (see README). A bad value stops start-up
+# with one line naming the setting.
+
+"""
+
+
+def env_example_text() -> str:
+    """The text of `.env.example`: every setting with its help line and default."""
+    lines = [ENV_EXAMPLE_HEADER]
+    for env, default, help_text in settings_help():
+        value = "" if env == "LLM_API" else default  # empty: chosen from the key/base URL
+        lines.append(f"# {help_text}\n{env}={value}\n")
+    return "".join(lines)
 
 
 def settings_help() -> list[tuple[str, str, str]]:

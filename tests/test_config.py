@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from server.config import ConfigError, Settings, load_settings, read_dotenv, settings_help
+from server.config import (
+    ConfigError,
+    Settings,
+    env_example_text,
+    load_settings,
+    read_dotenv,
+    settings_help,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,10 +24,16 @@ def test_defaults_with_a_key():
     assert settings.llm_api == "responses"
 
 
-def test_missing_key_names_the_setting():
+@pytest.mark.parametrize("api", ["responses", "assistants"])
+def test_missing_key_names_the_setting_when_an_api_is_chosen(api: str):
     with pytest.raises(ConfigError) as err:
-        load_settings({}, dotenv=None)
+        load_settings({"LLM_API": api}, dotenv=None)
     assert str(err.value).startswith("OPENAI_API_KEY")
+    assert "\n" not in str(err.value)
+
+
+def test_no_key_and_no_url_mean_the_local_model():
+    assert load_settings({}, dotenv=None).llm_api == "local"
 
 
 def test_base_url_alone_is_enough():
@@ -55,12 +68,16 @@ def test_key_is_masked_in_public_items():
 
 
 def test_env_example_documents_every_setting():
+    assert (ROOT / ".env.example").read_text() == env_example_text()
     example = read_dotenv(ROOT / ".env.example")
-    lines = (ROOT / ".env.example").read_text().splitlines()
-    for env, default, help_text in settings_help():
-        assert env in example, env
-        assert example[env] == default, env
-        assert f"# {help_text}" in lines, env
+    assert set(example) == {env for env, _, _ in settings_help()}
+
+
+def test_copied_env_example_keeps_the_zero_setup_default(tmp_path: Path):
+    env_file = tmp_path / ".env"
+    env_file.write_text(env_example_text())
+    assert load_settings({}, dotenv=env_file).llm_api == "local"
+    assert load_settings({"OPENAI_API_KEY": "k"}, dotenv=env_file).llm_api == "responses"
 
 
 def test_readme_lists_every_setting():
