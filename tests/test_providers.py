@@ -165,3 +165,32 @@ async def test_chat_works_without_a_key(upstream: FakeUpstream):
     assert await answer(provider, thread, RunRequest(user("Ann", "hi"), "x")) == (
         "Echo: [Ann] hi")
     await provider.close()
+
+
+@pytest.mark.parametrize("opened", ["responses"], indirect=True)
+async def test_responses_records_an_interrupted_turn_in_the_conversation(
+    opened: Provider, upstream: FakeUpstream
+):
+    """The conversation only records a response when it completes; an interrupted turn is
+    recorded by the provider so the next turn sees the question (and owed tool outputs)."""
+    thread = await opened.create_thread()
+    upstream.enqueue(CutStream(after_chunks=2, text="one two three four"))
+    with pytest.raises(ProviderError):
+        await answer(opened, thread, RunRequest(user("Ann", "hi"), "x"))
+
+    async def refuse(calls: Sequence[ToolCall]) -> list[ToolResult]:
+        raise ProviderError("tools gave up")
+
+    upstream.enqueue(ToolCalls([Call("weather", '{"city": "Oslo"}')]))
+    with pytest.raises(ProviderError):
+        await answer(opened, thread, RunRequest(user("Bob", "weather?", 1), "x", [WEATHER],
+                                                refuse))
+    assert await answer(opened, thread, RunRequest(user("Cy", "still there?", 2), "x")) == (
+        "Echo: [Cy] still there?")
+    kinds = [(i["type"], i.get("role")) for i in upstream.conversations[thread]]
+    assert kinds == [("message", "user"), ("message", "assistant"), ("message", "user"),
+                     ("function_call", None), ("function_call_output", None),
+                     ("message", "user"), ("message", "assistant")]
+    texts = [i["content"][0]["text"] for i in upstream.conversations[thread]
+             if i["type"] == "message"]
+    assert texts[:3] == ["[Ann] hi", "one two ", "[Bob] weather?"]

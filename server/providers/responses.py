@@ -1,14 +1,17 @@
 """OpenAI Responses API + Conversations API: the Assistants API's successor, and the default.
 
-The room's thread is a Conversation. Each user message is added to it as an item whose text
-starts with the speaker's name in brackets (the model must tell several people apart); each
-turn is a streamed Response on that conversation. Function calls come back as `function_call`
-output items; their outputs go into the next Response as `function_call_output` input items,
-round after round, until the model answers in text.
+The room's thread is a Conversation. Each turn is a streamed Response on that conversation
+whose input is the user's message, its text starting with the speaker's name in brackets (the
+model must tell several people apart). Function calls come back as `function_call` output
+items; their outputs are the next Response's input, round after round, until the model answers
+in text. A completed Response records its input and output in the conversation; when a turn
+fails or is stopped, the provider records what the room keeps (the question, outputs owed to
+pending calls, the partial answer) so the thread and the room's transcript stay the same.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -26,6 +29,19 @@ logger = logging.getLogger(__name__)
 def attributed_text(message: Message) -> str:
     """How the model sees a user message: `[Alice] hello`."""
     return f"[{message.name}] {message.content}"
+
+
+def _message(role: str, text: str) -> dict[str, Any]:
+    kind = "output_text" if role == "assistant" else "input_text"
+    return {"type": "message", "role": role, "content": [{"type": kind, "text": text}]}
+
+
+def _output(call_id: str, output: str) -> dict[str, Any]:
+    return {"type": "function_call_output", "call_id": call_id, "output": output}
+
+
+def _outputs(calls: Sequence[ToolCall], output: str) -> list[dict[str, Any]]:
+    return [_output(c.call_id, output) for c in calls]
 
 
 def function_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
@@ -68,44 +84,54 @@ class ResponsesProvider:
             raise translate(exc) from exc
 
     async def run(self, thread_id: str, request: RunRequest) -> AsyncIterator[RunEvent]:
-        item = {
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": attributed_text(request.message)}],
-        }
+        # The user's message is the first response's `input` (the API requires one): the
+        # conversation records a response's input and output only when it completes.
+        pending: list[dict[str, Any]] = [_message("user", attributed_text(request.message))]
+        partial: list[str] = []
         try:
-            await self._client.conversations.items.create(thread_id, items=[item])  # type: ignore[list-item]
+            while True:
+                calls: list[ToolCall] = []
+                partial = []
+                async for event in self._stream(thread_id, request, pending, calls):
+                    partial.append(event.text)
+                    yield event
+                pending, partial = [], []  # recorded by the completed response
+                if not calls:
+                    return
+                pending = _outputs(calls, '{"error": "the answer was interrupted"}')
+                results = await request.call_tools(calls)
+                pending = [_output(r.call_id, r.output) for r in results]
+        except BaseException:
+            # An error or a stop: record what the room keeps (the question, outputs owed to
+            # the model's calls, the partial answer), so thread and transcript still agree.
+            if partial:
+                pending.append(_message("assistant", "".join(partial)))
+            await asyncio.shield(self._record(thread_id, pending))
+            raise
+
+    async def _record(self, thread_id: str, items: list[dict[str, Any]]) -> None:
+        if not items:
+            return
+        try:
+            await self._client.conversations.items.create(thread_id, items=items)  # type: ignore[arg-type]
         except openai.OpenAIError as exc:
-            raise translate(exc) from exc
-        pending: list[dict[str, Any]] = []
-        while True:
-            calls: list[ToolCall] = []
-            async for event in self._stream(thread_id, request, pending, calls):
-                yield event
-            if not calls:
-                return
-            results = await request.call_tools(calls)
-            pending = [
-                {"type": "function_call_output", "call_id": r.call_id, "output": r.output}
-                for r in results
-            ]
+            logger.warning("could not record the interrupted turn in %s: %s", thread_id, exc)
 
     async def _stream(
         self,
         thread_id: str,
         request: RunRequest,
-        tool_outputs: list[dict[str, Any]],
+        input_items: list[dict[str, Any]],
         calls: list[ToolCall],
     ) -> AsyncIterator[RunEvent]:
-        """One Response: yield text deltas, collect function calls into `calls`."""
+        """One Response on `input`: yield text deltas, collect function calls into `calls`."""
         kwargs: dict[str, Any] = {
             "model": self._settings.model,
             "conversation": thread_id,
             "instructions": request.instructions,
+            "input": input_items,
             "stream": True,
         }
-        if tool_outputs:
-            kwargs["input"] = tool_outputs
         if request.tools:
             kwargs["tools"] = function_tools(request.tools)
         completed = streaming = False
