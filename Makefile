@@ -18,7 +18,7 @@ CHROMIUM := /usr/bin/chromium
 run: setup client local-if-needed
 	$(PY) -m server
 
-test: setup client browser-deps lint typecheck pytest
+test: setup client browser-deps local-test-deps lint typecheck pytest
 
 setup: $(STAMP)
 

@@ -589,7 +589,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"{NOTE}{use_chat_template(llama)}", file=sys.stderr, flush=True)
         return llama
 
-    LlamaProxy.load_llama_from_model_settings = staticmethod(load_with_template)  # type: ignore[method-assign]
+    LlamaProxy.load_llama_from_model_settings = staticmethod(  # type: ignore[method-assign, unused-ignore]
+        load_with_template
+    )
     model = ModelSettings(
         model=args.model,
         model_alias=args.alias,
