@@ -1,0 +1,253 @@
+"""Run Roundtable (`python -m server`) with experimental changes applied by monkeypatching, so a
+variant can be benchmarked without touching server/:
+
+    python bench/experiments/launch.py --variants nodeflate,fastpath -- --port 5020
+
+or from the bench: `python bench/run.py --impls roundtable,exp:nodeflate,exp:fastpath ...`.
+Variants (combine with commas or "+"):
+
+  nodeflate   the websocket never negotiates permessage-deflate (aiohttp WebSocketResponse
+              compress=False in engine.io's aiohttp driver)
+  uvloop      the event loop is uvloop's
+  coalesce    message-delta events of the same answer are merged within BENCH_COALESCE_MS
+              (default 16 ms): the first delta after a quiet window goes out at once, later ones
+              wait for the end of the window (throttle, leading edge)
+  fastpath    the room's events are framed once (websocket text frame bytes) and written straight
+              to every websocket transport, skipping engine.io's per-socket queue, writer task and
+              per-socket compression; sockets not on websocket keep the normal path
+  notransform the chat provider passes `messages` through `extra_body`, skipping the openai SDK's
+              per-message parameter transform (~0.3 ms per history message on this machine)
+
+See docs/performance.md for what each one measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import struct
+import sys
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+# ----- nodeflate / fastpath: the engine.io aiohttp websocket wrapper --------------------------
+
+def websocket_class(compress: bool) -> type:
+    """engine.io's aiohttp WebSocket wrapper, negotiating permessage-deflate or not, and
+    remembering the aiohttp WebSocketResponse on the engine.io socket (`_rt_ws`)."""
+    import engineio.async_drivers.aiohttp as driver
+    from aiohttp.web import WebSocketResponse
+
+    class WebSocket(driver.WebSocket):  # type: ignore[misc, name-defined]
+        async def __call__(self, environ: dict[str, Any]) -> Any:
+            request = environ["aiohttp.request"]
+            self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size,
+                                           compress=compress)
+            await self._sock.prepare(request)
+            owner = getattr(self.handler, "__self__", None)  # the engine.io AsyncSocket
+            if owner is not None:
+                owner._rt_ws = self._sock
+                # websocket from the start (no polling phase whose queue could still hold
+                # packets): the fast path may write to it directly
+                owner._rt_ws_only = not owner.connected
+            self.environ = environ
+            await self.handler(self)
+            return self._sock
+
+    return WebSocket
+
+
+def patch_create_app(nodeflate: bool, track: bool) -> None:
+    """After the server's own create_app: swap the websocket class on this server's engine.io
+    (per instance, as server/sockets.py does), keeping the server's WS_COMPRESSION choice
+    unless `nodeflate`."""
+    import server.app as app_module
+
+    original = app_module.create_app
+
+    def create_app(settings: Any, *args: Any, **kwargs: Any) -> Any:
+        app = original(settings, *args, **kwargs)
+        if nodeflate or track:
+            compress = False if nodeflate else bool(getattr(settings, "ws_compression", True))
+            sio = app[app_module.SIO_KEY]
+            sio.eio._async = {**sio.eio._async, "websocket": websocket_class(compress)}
+        return app
+
+    app_module.create_app = create_app
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """An unmasked, uncompressed, final text frame (server to client, RFC 6455). Legal on a
+    connection that negotiated permessage-deflate too: RSV1 unset = not compressed (RFC 7692)."""
+    n = len(payload)
+    if n < 126:
+        return struct.pack("!BB", 0x81, n) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+def make_fast_emitter(base: type) -> type:
+    import engineio.packet
+    import socketio.packet
+
+    from server.sockets import NAMESPACE
+
+    class FastEmitter(base):  # type: ignore[misc, valid-type]
+        """Encode once, frame once, transport.write per recipient; no task, no queue."""
+
+        async def emit(self, event: str, data: Any, to: Collection[str]) -> None:
+            sio = self._sio
+            args = [event] if data is None else [event, data]
+            pkt = sio.packet_class(socketio.packet.EVENT, namespace=NAMESPACE, data=args)
+            encoded = pkt.encode()
+            if isinstance(encoded, list):  # binary attachments: the normal path
+                await super().emit(event, data, to)
+                return
+            frame = ws_frame(("4" + encoded).encode())
+            eio_pkt = engineio.packet.Packet(engineio.packet.MESSAGE, data=encoded)
+            manager, eio = sio.manager, sio.eio
+            for sid in to:
+                eio_sid = manager.eio_sid_from_sid(sid, NAMESPACE)
+                if eio_sid is None:
+                    continue
+                sock = eio.sockets.get(eio_sid)
+                if sock is None or sock.closed or sock.closing:
+                    continue
+                # Only sockets that were websocket from the start: all of the room's events to
+                # them go this way, so their order is kept. A socket that upgraded from polling
+                # keeps engine.io's queue (its queue may still hold room events).
+                if getattr(sock, "_rt_ws_only", False):
+                    writer = sock._rt_ws._writer
+                    if writer is None or writer.transport is None or \
+                            writer.transport.is_closing():
+                        continue
+                    writer.transport.write(frame)
+                else:
+                    await eio.send_packet(eio_sid, eio_pkt)
+
+    return FastEmitter
+
+
+# ----- coalesce -------------------------------------------------------------------------------
+
+def make_coalescing_emitter(base: type, window: float) -> type:
+    class CoalescingEmitter(base):  # type: ignore[misc, valid-type]
+        """Leading-edge throttle of message-delta per answer id; any other event flushes first,
+        so the order of events at every client is unchanged."""
+
+        def __init__(self, *a: Any, **k: Any) -> None:
+            super().__init__(*a, **k)
+            self._pending: tuple[str, list[str], list[str]] | None = None
+            self._last_flush = 0.0
+            self._timer: asyncio.TimerHandle | None = None
+
+        async def _flush(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                self._last_flush = asyncio.get_running_loop().time()
+                answer_id, parts, to = pending
+                await base.emit(self, "message-delta",
+                                {"id": answer_id, "delta": "".join(parts)}, to)
+
+        def _on_timer(self) -> None:
+            self._timer = None
+            task = asyncio.ensure_future(self._flush())
+            task.add_done_callback(lambda t: t.exception())
+
+        async def emit(self, event: str, data: Any, to: Collection[str]) -> None:
+            loop = asyncio.get_running_loop()
+            if event == "message-delta":
+                pending = self._pending
+                if pending is not None and pending[0] == data["id"] and len(pending[2]) == \
+                        len(to):
+                    pending[1].append(data["delta"])
+                    return
+                await self._flush()
+                if loop.time() - self._last_flush >= window:
+                    self._last_flush = loop.time()
+                    await base.emit(self, event, data, to)
+                    return
+                self._pending = (data["id"], [data["delta"]], list(to))
+                self._timer = loop.call_at(self._last_flush + window, self._on_timer)
+                return
+            await self._flush()
+            await base.emit(self, event, data, to)
+
+    return CoalescingEmitter
+
+
+# ----- notransform ----------------------------------------------------------------------------
+
+def patch_notransform() -> None:
+    import server.providers.chat as chat
+
+    original = chat.make_client
+
+    def make_client(settings: Any) -> Any:
+        client = original(settings)
+        create = client.chat.completions.create
+
+        async def fast_create(**kwargs: Any) -> Any:
+            extra = dict(kwargs.pop("extra_body", None) or {})
+            extra["messages"] = kwargs.pop("messages")
+            return await create(messages=[], extra_body=extra, **kwargs)
+
+        client.chat.completions.create = fast_create
+        return client
+
+    chat.make_client = make_client
+
+
+# ----- main -----------------------------------------------------------------------------------
+
+def apply(variants: list[str]) -> None:
+    import server.app as app
+    import server.sockets as sockets
+
+    known = {"nodeflate", "uvloop", "coalesce", "fastpath", "notransform"}
+    unknown = set(variants) - known
+    if unknown:
+        raise SystemExit(f"unknown variants: {', '.join(sorted(unknown))}")
+    patch_create_app("nodeflate" in variants, "fastpath" in variants)
+    emitter: type = sockets.SocketEmitter
+    if "fastpath" in variants:
+        emitter = make_fast_emitter(emitter)
+    if "coalesce" in variants:
+        window = float(os.environ.get("BENCH_COALESCE_MS", "16")) / 1000
+        emitter = make_coalescing_emitter(emitter, window)
+    app.SocketEmitter = emitter  # create_app looks the name up at call time
+    if "notransform" in variants:
+        patch_notransform()
+    if "uvloop" in variants:
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python bench/experiments/launch.py")
+    parser.add_argument("--variants", required=True, help="comma- or +-separated")
+    parser.add_argument("server_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    variants = [v for v in args.variants.replace("+", ",").split(",") if v]
+    apply(variants)
+    import server.__main__ as entry
+    import server.app as app_module
+
+    entry.create_app = app_module.create_app  # the patched one
+    server_main = entry.main
+    rest = args.server_args[1:] if args.server_args[:1] == ["--"] else args.server_args
+    return server_main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+#!/usr/bin/env node
+// Roundtable load generator: N socket.io-client connections (websocket transport) in one process,
+// driven by newline-delimited JSON commands on stdin; replies are JSON lines on stdout.
+//
+//   node loadgen.js --url http://127.0.0.1:PORT --count N --id K [--deflate 1|0] [--concurrency 50]
+//
+// Commands (stdin):
+//   {"cmd":"connect"}                    connect + register every client; replies {"event":"connected",...}
+//   {"cmd":"expect","text":"...","timeout":S}   arm every client for one answer whose joined deltas must
+//                                        equal `text`; replies {"event":"done",...} when every client has
+//                                        seen ai-end (or after S seconds)
+//   {"cmd":"ask","content":"..."}        client 0 sends `message` (the turn trigger)
+//   {"cmd":"report","t0":ms,"interval":ms,"sent":[ms...]}   per-delta lateness for the last answer
+//   {"cmd":"quit"}                       disconnect everyone and exit
+//
+// Deltas carry sequence markers "#0000 " ... ; a client records when each marker first arrived,
+// so coalesced deltas (several chunks in one delta) are measured per chunk. All times are
+// wall-clock milliseconds (performance.timeOrigin + performance.now()), comparable with Python's
+// time.time() on the same machine.
+"use strict";
+
+const { io } = require("socket.io-client");
+const { performance } = require("perf_hooks");
+const readline = require("readline");
+
+function parseArgs(argv) {
+  const out = { url: "", count: 1, id: 0, deflate: 1, concurrency: 50, timeout: 20 };
+  for (let i = 2; i < argv.length; i += 2) {
+    const key = argv[i].replace(/^--/, "");
+    out[key] = argv[i + 1];
+  }
+  out.count = Number(out.count);
+  out.id = Number(out.id);
+  out.deflate = Number(out.deflate);
+  out.concurrency = Number(out.concurrency);
+  out.timeout = Number(out.timeout);
+  return out;
+}
+
+const args = parseArgs(process.argv);
+const now = () => performance.timeOrigin + performance.now();
+const send = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const MARK = /#(\d{4}) /g;
+const BUCKET = 0.1; // ms per histogram bucket
+
+class Client {
+  constructor(index) {
+    this.index = index;
+    this.name = `lg${args.id}-${index}`;
+    this.socket = null;
+    this.connected = false;
+    this.registered = false;
+    this.disconnects = [];
+    this.reset(0);
+  }
+
+  reset(nChunks) {
+    this.answerId = null;
+    this.parts = []; // the deltas, joined at report time
+    this.tail = ""; // last 5 characters seen, so a marker split across deltas is still found
+    this.recv = new Float64Array(nChunks); // first arrival of each marker, 0 = never
+    this.lastSeq = -1;
+    this.reordered = 0;
+    this.duplicates = 0;
+    this.deltas = 0;
+    this.ended = false;
+    this.endAt = 0;
+    this.firstDeltaAt = 0;
+  }
+
+  connect() {
+    return new Promise((resolve) => {
+      const started = now();
+      const opts = {
+        transports: ["websocket"],
+        reconnection: false,
+        forceNew: true,
+        timeout: 20000,
+        perMessageDeflate: args.deflate ? { threshold: 1024 } : false,
+      };
+      const socket = io(args.url, opts);
+      this.socket = socket;
+      let settled = false;
+      const finish = (ok, error) => {
+        if (settled) return;
+        settled = true;
+        resolve({ ok, error, ms: now() - started });
+      };
+      socket.on("connect", () => {
+        this.connected = true;
+        socket.emit("register", { user_id: this.name, name: this.name }, (ack) => {
+          if (ack && ack.ok) {
+            this.registered = true;
+            finish(true);
+          } else {
+            finish(false, `register refused: ${JSON.stringify(ack)}`);
+          }
+        });
+      });
+      socket.on("connect_error", (err) => finish(false, `connect_error: ${err.message}`));
+      socket.on("disconnect", (reason) => {
+        this.connected = false;
+        this.disconnects.push({ at: now(), reason });
+        finish(false, `disconnect: ${reason}`);
+      });
+      socket.on("message-start", (msg) => {
+        if (armed && this.answerId === null) this.answerId = msg.id;
+      });
+      socket.on("message-delta", (d) => this.onDelta(d));
+      socket.on("ai-end", () => {
+        if (!armed || this.ended) return;
+        this.ended = true;
+        this.endAt = now();
+        pendingEnds -= 1;
+        if (pendingEnds === 0) finishExpect();
+      });
+    });
+  }
+
+  onDelta(d) {
+    if (!armed) return;
+    const t = now();
+    if (this.answerId === null) this.answerId = d.id;
+    if (d.id !== this.answerId) return;
+    if (!this.firstDeltaAt) this.firstDeltaAt = t;
+    this.deltas += 1;
+    this.parts.push(d.delta);
+    const scan = this.tail + d.delta;
+    this.tail = scan.slice(-5);
+    MARK.lastIndex = 0;
+    let m;
+    while ((m = MARK.exec(scan)) !== null) {
+      const seq = Number(m[1]);
+      if (seq >= this.recv.length) continue;
+      if (this.recv[seq] !== 0) {
+        this.duplicates += 1;
+        continue;
+      }
+      this.recv[seq] = t;
+      if (seq !== this.lastSeq + 1) this.reordered += 1;
+      this.lastSeq = seq;
+    }
+  }
+}
+
+const clients = [];
+for (let i = 0; i < args.count; i++) clients.push(new Client(i));
+let armed = false;
+let expected = "";
+let nChunks = 0;
+let pendingEnds = 0;
+let expectTimer = null;
+
+async function connectAll() {
+  const started = now();
+  const results = new Array(clients.length);
+  let next = 0;
+  async function worker() {
+    while (next < clients.length) {
+      const i = next++;
+      results[i] = await clients[i].connect();
+    }
+  }
+  const workers = [];
+  for (let w = 0; w < Math.min(args.concurrency, clients.length); w++) workers.push(worker());
+  await Promise.all(workers);
+  const ok = results.filter((r) => r.ok).length;
+  const errors = results.filter((r) => !r.ok).map((r) => r.error).slice(0, 5);
+  const times = results.map((r) => r.ms).sort((a, b) => a - b);
+  send({
+    event: "connected", id: args.id, n: clients.length, ok, failed: clients.length - ok,
+    started, finished: now(), errors,
+    connect_ms_p50: times[Math.floor(times.length * 0.5)] || 0,
+    connect_ms_max: times[times.length - 1] || 0,
+  });
+}
+
+function expect(cmd) {
+  expected = cmd.text;
+  const marks = expected.match(/#\d{4} /g) || [];
+  nChunks = marks.length;
+  for (const c of clients) c.reset(nChunks);
+  pendingEnds = clients.filter((c) => c.registered && c.connected).length;
+  armed = true;
+  send({ event: "armed", id: args.id, clients: pendingEnds, chunks: nChunks });
+  if (pendingEnds === 0) {
+    finishExpect();
+    return;
+  }
+  expectTimer = setTimeout(() => finishExpect(true), (cmd.timeout || args.timeout) * 1000);
+}
+
+function finishExpect(timedOut = false) {
+  if (!armed) return;
+  armed = false;
+  if (expectTimer) clearTimeout(expectTimer);
+  expectTimer = null;
+  send({ event: "done", id: args.id, timed_out: timedOut, waiting: pendingEnds, at: now() });
+}
+
+function report(cmd) {
+  // Lateness of every chunk at every client, against the schedule (t0 + i*interval) and against
+  // the time the upstream actually wrote it; histograms in BUCKET-ms buckets.
+  const hist = {};
+  const histWire = {};
+  const add = (h, ms) => {
+    const k = Math.max(0, Math.floor(ms / BUCKET));
+    h[k] = (h[k] || 0) + 1;
+  };
+  let minLate = Infinity;
+  let lost = 0; // chunks never seen
+  let textMismatch = 0;
+  let lostChars = 0;
+  let extraChars = 0;
+  let reordered = 0;
+  let duplicates = 0;
+  let keptPace = 0;
+  let notEnded = 0;
+  let deltas = 0;
+  let lastLateMax = 0;
+  const lastDue = cmd.t0 + (nChunks - 1) * cmd.interval;
+  const perClientLastLate = [];
+  for (const c of clients) {
+    if (!c.ended) notEnded += 1;
+    deltas += c.deltas;
+    reordered += c.reordered;
+    duplicates += c.duplicates;
+    const text = c.parts.join("");
+    if (text !== expected) {
+      textMismatch += 1;
+      // characters missing or extra, measured on the longest common prefix
+      let p = 0;
+      const n = Math.min(text.length, expected.length);
+      while (p < n && text.charCodeAt(p) === expected.charCodeAt(p)) p++;
+      lostChars += expected.length - p;
+      extraChars += text.length - p;
+    }
+    let seenAll = true;
+    for (let i = 0; i < nChunks; i++) {
+      const t = c.recv[i];
+      if (t === 0) {
+        lost += 1;
+        seenAll = false;
+        continue;
+      }
+      const due = cmd.t0 + i * cmd.interval;
+      const late = t - due;
+      if (late < minLate) minLate = late;
+      add(hist, late);
+      if (cmd.sent && cmd.sent.length === nChunks) add(histWire, t - cmd.sent[i]);
+    }
+    const last = nChunks ? c.recv[nChunks - 1] : 0;
+    if (seenAll && last) {
+      const late = last - lastDue;
+      perClientLastLate.push(late);
+      if (late > lastLateMax) lastLateMax = late;
+      if (late <= 1000) keptPace += 1;
+    }
+  }
+  send({
+    event: "report", id: args.id, clients: clients.length, chunks: nChunks, bucket_ms: BUCKET,
+    hist, hist_wire: histWire, min_late_ms: minLate === Infinity ? null : minLate,
+    lost_chunks: lost, text_mismatch_clients: textMismatch, lost_chars: lostChars,
+    extra_chars: extraChars, reordered, duplicates, kept_pace: keptPace, not_ended: notEnded,
+    deltas, last_late_max_ms: lastLateMax,
+    disconnects: clients.reduce((a, c) => a + c.disconnects.length, 0),
+    disconnect_reasons: [...new Set(clients.flatMap((c) => c.disconnects.map((d) => d.reason)))],
+    connected_now: clients.filter((c) => c.connected).length,
+  });
+}
+
+function status() {
+  send({
+    event: "status", id: args.id, connected: clients.filter((c) => c.connected).length,
+    registered: clients.filter((c) => c.registered).length,
+    disconnects: clients.reduce((a, c) => a + c.disconnects.length, 0),
+    disconnect_reasons: [...new Set(clients.flatMap((c) => c.disconnects.map((d) => d.reason)))],
+  });
+}
+
+function quit() {
+  for (const c of clients) if (c.socket) c.socket.disconnect();
+  send({ event: "bye", id: args.id });
+  setTimeout(() => process.exit(0), 200);
+}
+
+const rl = readline.createInterface({ input: process.stdin });
+rl.on("line", (line) => {
+  if (!line.trim()) return;
+  let cmd;
+  try {
+    cmd = JSON.parse(line);
+  } catch (e) {
+    send({ event: "error", id: args.id, error: `bad command: ${line}` });
+    return;
+  }
+  switch (cmd.cmd) {
+    case "connect": connectAll(); break;
+    case "expect": expect(cmd); break;
+    case "ask":
+      clients[0].socket.emit("message", { content: cmd.content || "go" }, (ack) =>
+        send({ event: "asked", id: args.id, ack }));
+      break;
+    case "report": report(cmd); break;
+    case "status": status(); break;
+    case "quit": quit(); break;
+    default: send({ event: "error", id: args.id, error: `unknown command ${cmd.cmd}` });
+  }
+});
+rl.on("close", () => quit());
+// Never outlive the orchestrator by much: hard stop after --maxlife seconds (default 30 min).
+setTimeout(() => process.exit(3), Number(args.maxlife || 1800) * 1000).unref();
+send({ event: "ready", id: args.id, count: clients.length, deflate: args.deflate });

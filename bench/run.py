@@ -1,0 +1,650 @@
+"""Roundtable benchmark suite: relay overhead, fan-out to C clients, connect+register, memory.
+
+    python bench/run.py            full: C = 10, 100, 500, 1000; 3 interleaved runs (~25 min)
+    python bench/run.py --quick    C = 10, 100; 1 run (~1-2 min)
+
+Every figure is taken for Roundtable and for a bare python-socketio baseline
+(bench/baseline_server.py) in alternation, on the same machine state. Servers are pinned to core
+0, the Node load generators (bench/loadgen), the paced upstream (bench/upstream.py) and this
+orchestrator to core 1. Raw results: bench/results/<stamp>.json; `bench/report.py` turns them
+into docs/performance.md's tables and docs/performance.png (run automatically at the end).
+
+All processes are started in their own process groups and stopped in `finally`; every wait is
+bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import psutil
+import socketio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procs import (
+    CLIENT_CORE,
+    HAVE_TASKSET,
+    PY,
+    ROOT,
+    SERVER_CORE,
+    LoadGen,
+    Procs,
+    free_port,
+    pinned,
+    read_line_prefix,
+)
+
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+LOADGEN = BENCH / "loadgen" / "loadgen.js"
+WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+         "juliet", "kilo", "lima", "mike", "november", "oscar", "papa")
+
+# ---------------------------------------------------------------------------------------------
+# servers under test
+
+
+def server_command(impl: str, port: int, upstream: str) -> tuple[list[str], dict[str, str]]:
+    """Command and environment for one implementation: `roundtable`, `baseline`, or
+    `exp:<variant>+<variant>` (bench/experiments/launch.py); `@NAME=value` suffixes add
+    environment settings, e.g. `roundtable@WS_COMPRESSION=true`."""
+    impl, *extra = impl.split("@")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLM_"))},
+        "OPENAI_API_KEY": "x",
+        "OPENAI_BASE_URL": upstream,
+        "OPENAI_MODEL": "bench",
+        "LLM_API": "chat",
+        "SERVER_HOST": "127.0.0.1",
+        "SERVER_PORT": str(port),
+        "MAX_PARTICIPANTS": "5000",
+        "RATE_LIMIT_PER_MINUTE": "100000",
+        "LOG_LEVEL": "warning",
+        "PYTHONUNBUFFERED": "1",
+        **dict(e.split("=", 1) for e in extra),
+    }
+    if impl == "roundtable":
+        cmd = [PY, "-m", "server", "--env-file", "/dev/null", "--port", str(port)]
+    elif impl == "baseline":
+        cmd = [PY, str(BENCH / "baseline_server.py"), "--port", str(port), "--upstream", upstream]
+    elif impl.startswith("exp:"):
+        # bench/experiments/launch.py: Roundtable with monkeypatched variants (never server/)
+        cmd = [PY, str(BENCH / "experiments" / "launch.py"), "--variants", impl[4:], "--",
+               "--env-file", "/dev/null", "--port", str(port)]
+    else:
+        raise ValueError(f"unknown implementation {impl!r}")
+    return pinned(cmd, SERVER_CORE), env
+
+
+class Server:
+    def __init__(self, procs: Procs, impl: str, upstream: str, log: Path) -> None:
+        self.procs, self.impl, self.upstream, self.log = procs, impl, upstream, log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ps: psutil.Process | None = None
+
+    async def __aenter__(self) -> Server:
+        cmd, env = server_command(self.impl, self.port, self.upstream)
+        self.proc = await self.procs.start(cmd, env=env, stdout=False, log=self.log)
+        self.ps = psutil.Process(self.proc.pid)
+        deadline = time.monotonic() + 20
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"{self.impl} exited at start; see {self.log}")
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with http.get(self.url + "/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.impl} not healthy within 20 s; see {self.log}")
+                await asyncio.sleep(0.1)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            await self.procs.stop(self.proc)
+
+    def cpu(self) -> float:
+        assert self.ps is not None
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+    def cpu_split(self) -> tuple[float, float]:
+        assert self.ps is not None
+        t = self.ps.cpu_times()
+        return t.user, t.system
+
+    def rss(self) -> int:
+        assert self.ps is not None
+        return int(self.ps.memory_info().rss)
+
+
+# ---------------------------------------------------------------------------------------------
+# the upstream script
+
+
+def script(n: int) -> list[str]:
+    """n chunks "#0000 word " whose markers let clients time and order-check every chunk."""
+    return [f"#{i:04d} {WORDS[i % len(WORDS)]} " for i in range(n)]
+
+
+class Upstream:
+    def __init__(self, procs: Procs, log: Path) -> None:
+        self.procs, self.log = procs, log
+        self.base = ""
+        self.admin = ""
+        self.http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Upstream:
+        cmd = pinned([PY, str(BENCH / "upstream.py"), "--port", "0"], CLIENT_CORE)
+        proc = await self.procs.start(cmd, log=self.log)
+        self.base = await read_line_prefix(proc, "BENCH_UPSTREAM", 20)
+        self.admin = self.base.rsplit("/v1", 1)[0]
+        self.http = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.http is not None:
+            await self.http.close()
+
+    async def enqueue(self, chunks: list[str], interval: float) -> None:
+        assert self.http is not None
+        async with self.http.post(self.admin + "/_bench/script",
+                                  json={"chunks": chunks, "interval": interval}) as resp:
+            resp.raise_for_status()
+
+    async def last(self) -> dict[str, Any]:
+        assert self.http is not None
+        async with self.http.get(self.admin + "/_bench/last") as resp:
+            data: dict[str, Any] = await resp.json()
+            return data
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    if not values:
+        return math.nan
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))
+    return s[k]
+
+
+def hist_merge(hists: list[dict[str, int]]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for h in hists:
+        for k, v in h.items():
+            out[int(k)] = out.get(int(k), 0) + v
+    return out
+
+
+def hist_pct(hist: dict[int, int], p: float, bucket: float) -> float:
+    total = sum(hist.values())
+    if not total:
+        return math.nan
+    need = p / 100 * total
+    cum = 0
+    for k in sorted(hist):
+        cum += hist[k]
+        if cum >= need:
+            return (k + 1) * bucket  # upper edge of the bucket: never flatters
+    return (max(hist) + 1) * bucket
+
+
+# ---------------------------------------------------------------------------------------------
+# relay overhead: first delta at a room client vs. a direct SDK reader of the same upstream
+
+
+async def relay_session(procs: Procs, up: Upstream, impl: str, runs: int, log: Path,
+                        growth_turns: int = 100) -> dict[str, Any]:
+    """Phase A: `runs` samples in a fresh room (the room client reconnects before each, so the
+    room resets and the thread holds only this turn), alternating with a direct SDK reader.
+    Phase B: `growth_turns` turns on one connection: first-delta time as the history grows."""
+    chunks = ["#0000 hello ", "#0001 there "]
+    sdk = openai.AsyncOpenAI(base_url=up.base, api_key="x", max_retries=0, timeout=20)
+    rows: list[dict[str, float]] = []
+    growth: list[float] = []
+    async with Server(procs, impl, up.base, log) as srv:
+        state: dict[str, Any] = {"first": None, "ended": asyncio.Event()}
+
+        async def join() -> socketio.AsyncClient:
+            sio = socketio.AsyncClient(reconnection=False)
+
+            @sio.on("message-delta")
+            async def on_delta(data: Any) -> None:
+                first = state["first"]
+                if first is not None and not first.done():
+                    first.set_result(time.time())
+
+            @sio.on("ai-end")
+            async def on_end(*_: Any) -> None:
+                state["ended"].set()
+
+            await sio.connect(srv.url, transports=["websocket"], wait_timeout=10)
+            ack = await sio.call("register", {"user_id": "relay", "name": "relay"}, timeout=10)
+            if not (isinstance(ack, dict) and ack.get("ok")):
+                raise RuntimeError(f"relay client: register refused: {ack}")
+            return sio
+
+        async def leave(sio: socketio.AsyncClient) -> None:
+            with contextlib.suppress(Exception):
+                await sio.disconnect()
+            await asyncio.sleep(0.02)  # let the server process the leave (room reset)
+
+        async def direct() -> tuple[float, float]:
+            await up.enqueue(chunks, 0.0)
+            t_req = time.time()
+            t_first = 0.0
+            stream = await sdk.chat.completions.create(
+                model="bench", stream=True, messages=[{"role": "user", "content": "hi"}])
+            async with stream:
+                async for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content and not t_first:
+                        t_first = time.time()
+            t0 = (await up.last())["t0"]
+            return t_first - t_req, t_first - t0
+
+        async def room(sio: socketio.AsyncClient) -> tuple[float, float]:
+            await up.enqueue(chunks, 0.0)
+            first: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+            state["first"] = first
+            state["ended"].clear()
+            t_send = time.time()
+            await sio.emit("message", {"content": "hi"})
+            t_first = await asyncio.wait_for(first, 10)
+            await asyncio.wait_for(state["ended"].wait(), 10)
+            t0 = (await up.last())["t0"]
+            return t_first - t_send, t_first - t0
+
+        try:
+            for _ in range(5):  # warm-up: connections, imports, caches
+                sio = await join()
+                await direct()
+                await room(sio)
+                await leave(sio)
+            for i in range(runs):
+                sio = await join()
+                try:
+                    if i % 2:
+                        d, r = await direct(), await room(sio)
+                    else:
+                        r, d = await room(sio), await direct()
+                finally:
+                    await leave(sio)
+                rows.append({"direct": d[0], "direct_wire": d[1], "room": r[0], "room_wire": r[1]})
+            sio = await join()
+            try:
+                for _ in range(growth_turns):
+                    growth.append((await room(sio))[0] * 1000)
+            finally:
+                await leave(sio)
+        finally:
+            await sdk.close()
+    ms = lambda key: [row[key] * 1000 for row in rows]  # noqa: E731
+    over = [(row["room"] - row["direct"]) * 1000 for row in rows]
+    over_wire = [(row["room_wire"] - row["direct_wire"]) * 1000 for row in rows]
+    out: dict[str, Any] = {"impl": impl, "runs": runs, "loadavg": os.getloadavg()}
+    for key, vals in (("room", ms("room")), ("direct", ms("direct")), ("overhead", over),
+                      ("room_wire", ms("room_wire")), ("direct_wire", ms("direct_wire")),
+                      ("overhead_wire", over_wire)):
+        out[key] = {"p50": statistics.median(vals), "p99": pct(vals, 99), "min": min(vals)}
+    # first delta after k earlier turns (2k history messages): median of a 5-turn window
+    out["growth"] = {str(k): statistics.median(growth[max(0, k - 2):k + 3])
+                     for k in sorted({2, 10, 25, 50, 75, growth_turns - 3}) if 0 <= k < len(growth)}
+    out["growth_raw"] = growth
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# fan-out session: C clients in P load-generator processes, one server
+
+
+async def start_loadgens(procs: Procs, url: str, clients: int, deflate: bool, log: Path
+                         ) -> list[LoadGen]:
+    nproc = max(1, min(4, math.ceil(clients / 250)))
+    sizes = [clients // nproc + (1 if i < clients % nproc else 0) for i in range(nproc)]
+    gens = []
+    for i, n in enumerate(sizes):
+        cmd = pinned(["node", str(LOADGEN), "--url", url, "--count", str(n), "--id", str(i),
+                      "--deflate", "1" if deflate else "0", "--concurrency", "50",
+                      "--maxlife", "900"], CLIENT_CORE)
+        proc = await procs.start(cmd, stdin=True, log=log)
+        gens.append(LoadGen(proc, i))
+    await asyncio.gather(*(g.wait("ready", 20) for g in gens))
+    return gens
+
+
+async def one_turn(
+    up: Upstream, srv: Server, gens: list[LoadGen], n: int, interval: float,
+    timeout: float,  # noqa: ASYNC109 - the answer's time limit, passed on to the loadgens
+) -> dict[str, Any]:
+    chunks = script(n)
+    text = "".join(chunks)
+    await up.enqueue(chunks, interval)
+    for g in gens:
+        g.send({"cmd": "expect", "text": text, "timeout": timeout})
+    await asyncio.gather(*(g.wait("armed", 10) for g in gens))
+    gen_ps = [psutil.Process(g.proc.pid) for g in gens]
+    gen0 = sum(sum(p.cpu_times()[:2]) for p in gen_ps)
+    cores0 = psutil.cpu_times(percpu=True)
+    (u0, s0), t_a = srv.cpu_split(), time.monotonic()
+    cpu0 = u0 + s0
+    gens[0].send({"cmd": "ask", "content": f"please answer in {n} chunks"})
+    dones = await asyncio.gather(*(g.wait("done", timeout + 10) for g in gens))
+    (u1, s1), t_b = srv.cpu_split(), time.monotonic()
+    cpu1 = u1 + s1
+    cores1 = psutil.cpu_times(percpu=True)
+    gen1 = sum(sum(p.cpu_times()[:2]) for p in gen_ps)
+    busy = []
+    for a, b in zip(cores0, cores1, strict=True):
+        total = sum(b) - sum(a)
+        idle = (b.idle + getattr(b, "iowait", 0)) - (a.idle + getattr(a, "iowait", 0))
+        busy.append(100 * (total - idle) / total if total > 0 else math.nan)
+    last = await up.last()
+    sent_ms = [s * 1000 for s in last.get("sent", [])]
+    t0 = (last.get("t0") or 0) * 1000
+    for g in gens:
+        g.send({"cmd": "report", "t0": t0, "interval": interval * 1000, "sent": sent_ms})
+    reps = await asyncio.gather(*(g.wait("report", 60) for g in gens))
+    bucket = reps[0]["bucket_ms"]
+    hist = hist_merge([r["hist"] for r in reps])
+    hist_wire = hist_merge([r["hist_wire"] for r in reps])
+    clients = sum(r["clients"] for r in reps)
+    pace_err = [s - (t0 + i * interval * 1000) for i, s in enumerate(sent_ms)]
+    return {
+        "chunks": n, "interval_s": interval,
+        "p50_ms": hist_pct(hist, 50, bucket), "p99_ms": hist_pct(hist, 99, bucket),
+        "max_ms": hist_pct(hist, 100, bucket),
+        "wire_p50_ms": hist_pct(hist_wire, 50, bucket),
+        "wire_p99_ms": hist_pct(hist_wire, 99, bucket),
+        "samples": sum(hist.values()), "expected_samples": clients * n,
+        "lost_chunks": sum(r["lost_chunks"] for r in reps),
+        "lost_chars": sum(r["lost_chars"] for r in reps),
+        "extra_chars": sum(r["extra_chars"] for r in reps),
+        "text_mismatch_clients": sum(r["text_mismatch_clients"] for r in reps),
+        "reordered": sum(r["reordered"] for r in reps),
+        "duplicates": sum(r["duplicates"] for r in reps),
+        "kept_pace": sum(r["kept_pace"] for r in reps), "clients": clients,
+        "not_ended": sum(r["not_ended"] for r in reps),
+        "timed_out": any(d["timed_out"] for d in dones),
+        "deltas_received": sum(r["deltas"] for r in reps),
+        "last_late_max_ms": max(r["last_late_max_ms"] for r in reps),
+        "cpu_s": cpu1 - cpu0, "cpu_user_s": u1 - u0, "cpu_sys_s": s1 - s0, "wall_s": t_b - t_a,
+        "cpu_us_per_delivery": 1e6 * (cpu1 - cpu0) / max(1, sum(r["deltas"] for r in reps)),
+        "cpu_pct": 100 * (cpu1 - cpu0) / max(t_b - t_a, 1e-9),
+        "upstream_pace_err_p99_ms": pct(pace_err, 99) if pace_err else None,
+        # contention: load generators' CPU (% of one core) and how busy each core was overall
+        "loadgen_cpu_pct": 100 * (gen1 - gen0) / max(t_b - t_a, 1e-9),
+        "core_busy_pct": busy,
+        "upstream_done": last.get("done"),
+    }
+
+
+async def fanout_session(procs: Procs, up: Upstream, impl: str, clients: int, deflate: bool,
+                         modes: list[tuple[str, int, float]], log: Path,
+                         profile: Path | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"impl": impl, "clients": clients, "deflate": deflate,
+                           "loadavg": os.getloadavg()}
+    async with Server(procs, impl, up.base, log) as srv:
+        await asyncio.sleep(0.5)
+        out["rss_idle"] = srv.rss()
+        gens = await start_loadgens(procs, srv.url, clients, deflate, log)
+        try:
+            t_a = time.time()
+            for g in gens:
+                g.send({"cmd": "connect"})
+            conns = await asyncio.gather(*(g.wait("connected", 120) for g in gens))
+            out["connect_s"] = max(c["finished"] for c in conns) / 1000 - t_a
+            out["connected_ok"] = sum(c["ok"] for c in conns)
+            out["connect_failed"] = sum(c["failed"] for c in conns)
+            out["connect_errors"] = [e for c in conns for e in c["errors"]][:5]
+            await asyncio.sleep(1.0)
+            out["rss_connected"] = srv.rss()
+            out["rss_per_client_kb"] = (out["rss_connected"] - out["rss_idle"]) / clients / 1024
+            await one_turn(up, srv, gens, 20, 0.0, 30)  # warm-up turn
+            for name, n, interval in modes:
+                timeout = n * interval + (30 if clients <= 100 else 120)
+                prof = None
+                if profile is not None and name == "paced":
+                    prof = await start_profile(procs, srv, profile, n * interval)
+                out[name] = await one_turn(up, srv, gens, n, interval, timeout)
+                if prof is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(prof.wait(), 30)
+                await asyncio.sleep(0.5)
+            out["rss_after"] = srv.rss()
+            for g in gens:
+                g.send({"cmd": "status"})
+            stats = await asyncio.gather(*(g.wait("status", 10) for g in gens))
+            out["connected_end"] = sum(s["connected"] for s in stats)
+            out["disconnects"] = sum(s["disconnects"] for s in stats)
+            out["disconnect_reasons"] = sorted({r for s in stats for r in s["disconnect_reasons"]})
+        finally:
+            for g in gens:
+                with contextlib.suppress(Exception):
+                    g.send({"cmd": "quit"})
+            await asyncio.sleep(0.3)
+            for g in gens:
+                g.close()
+                await procs.stop(g.proc)
+    return out
+
+
+async def start_profile(procs: Procs, srv: Server, path: Path, seconds: float
+                        ) -> asyncio.subprocess.Process | None:
+    """py-spy record of the server while the paced answer streams (if py-spy is installed)."""
+    spy = Path(PY).parent / "py-spy"
+    if not spy.exists() or srv.proc is None:
+        return None
+    fmt = "raw" if path.suffix == ".txt" else "flamegraph"
+    cmd = pinned([str(spy), "record", "-o", str(path), "--format", fmt, "--pid", str(srv.proc.pid),
+                  "--duration", str(max(1, int(seconds) - 1)), "--rate", "200", "--nonblocking"],
+                 CLIENT_CORE)
+    return await procs.start(cmd, stdout=False, log=path.with_suffix(".log"))
+
+
+# ---------------------------------------------------------------------------------------------
+# machine and main
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    import engineio
+    return {
+        "nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+        "node": node, "platform": platform.platform(),
+        "python_socketio": socketio.__version__ if hasattr(socketio, "__version__") else
+        _version("python-socketio"), "python_engineio": _version("python-engineio"),
+        "aiohttp": aiohttp.__version__, "openai": openai.__version__,
+        "socket_io_client": _npm_version("socket.io-client"), "ws": _npm_version("ws"),
+        "taskset": HAVE_TASKSET, "loadavg_start": os.getloadavg(),
+        "git_head": _git("rev-parse", "--short", "HEAD"),
+        "server_dirty": bool(_git("status", "--porcelain", "--", "server")),
+        "engineio_module": engineio.__file__,
+    }
+
+
+def _git(*args: str) -> str:
+    """Read-only git queries (the bench never changes the repository)."""
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip()
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+    return version(dist)
+
+
+def _npm_version(pkg: str) -> str:
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads((BENCH / "loadgen" / "node_modules" / pkg / "package.json").read_text())
+        return str(data["version"])
+    return "?"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="C=10,100, 1 run, fewer relay samples")
+    p.add_argument("--clients", default=None, help="comma-separated C values")
+    p.add_argument("--runs", type=int, default=None, help="interleaved runs (default 3; quick 1)")
+    p.add_argument("--impls", default="roundtable,baseline",
+                   help="implementations, alternated within each run (exp:<variants> for "
+                        "bench/experiments/launch.py variants)")
+    p.add_argument("--deflate", default=None,
+                   help="on,off | on | off (default on,off; quick: on, what browsers offer)")
+    p.add_argument("--chunks", type=int, default=500)
+    p.add_argument("--interval", type=float, default=0.02, help="paced: seconds between deltas")
+    p.add_argument("--modes", default="paced,unpaced")
+    p.add_argument("--relay-runs", type=int, default=None, help="relay samples per run")
+    p.add_argument("--no-relay", action="store_true")
+    p.add_argument("--no-fanout", action="store_true", help="relay overhead only")
+    p.add_argument("--profile", action="store_true",
+                   help="py-spy the first implementation at the largest C (deflate on, paced)")
+    p.add_argument("--out", default=None, help="results JSON (default bench/results/<stamp>.json)")
+    p.add_argument("--no-report", action="store_true", help="skip bench/report.py at the end")
+    p.add_argument("--update-docs", action="store_true",
+                   help="let report.py rewrite docs/performance.md's results block and PNG "
+                        "(default for a full run with default settings)")
+    return p.parse_args(argv)
+
+
+async def main_async(args: argparse.Namespace) -> Path:
+    clients = [int(c) for c in (args.clients or ("10,100" if args.quick else
+                                                 "10,100,500,1000")).split(",")]
+    runs = args.runs or (1 if args.quick else 3)
+    relay_runs = args.relay_runs or (30 if args.quick else 150)
+    growth_turns = 30 if args.quick else 100
+    impls = [i for i in args.impls.split(",") if i]
+    deflate_arg = args.deflate or ("on" if args.quick else "on,off")
+    deflates = [d == "on" for d in deflate_arg.split(",")]
+    modes_all = {"paced": ("paced", args.chunks, args.interval),
+                 "unpaced": ("unpaced", args.chunks, 0.0)}
+    modes = [modes_all[m] for m in args.modes.split(",")]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "-quick" if args.quick else ""
+    out_path = Path(args.out) if args.out else RESULTS / f"{stamp}{suffix}.json"
+    log = RESULTS / f"{stamp}.log"
+    results: dict[str, Any] = {
+        "stamp": stamp, "quick": args.quick, "argv": sys.argv, "machine": machine(),
+        "config": {"clients": clients, "runs": runs, "impls": impls, "deflate": deflate_arg,
+                   "chunks": args.chunks, "interval": args.interval, "modes": args.modes,
+                   "relay_runs": relay_runs},
+        "relay": [], "fanout": [], "errors": [],
+    }
+
+    def save() -> None:
+        out_path.write_text(json.dumps(results, indent=1))
+
+    procs = Procs()
+    started = time.monotonic()
+    try:
+        async with Upstream(procs, log) as up:
+            for run in range(runs):
+                order = impls if run % 2 == 0 else list(reversed(impls))
+                if not args.no_relay:
+                    for impl in order:
+                        print(f"[run {run + 1}/{runs}] relay {impl} ...", flush=True)
+                        try:
+                            r = await relay_session(procs, up, impl, relay_runs, log, growth_turns)
+                            r["run"] = run
+                            results["relay"].append(r)
+                            print(f"    room p50 {r['room']['p50']:.2f} ms, direct "
+                                  f"{r['direct']['p50']:.2f} ms, overhead p50 "
+                                  f"{r['overhead']['p50']:.2f} / p99 {r['overhead']['p99']:.2f}"
+                                  " ms", flush=True)
+                        except Exception as exc:
+                            results["errors"].append(f"relay {impl} run {run}: {exc!r}")
+                            print(f"    FAILED: {exc!r}", flush=True)
+                        save()
+                for c in [] if args.no_fanout else clients:
+                    for deflate in deflates:
+                        for impl in order:
+                            on = "on" if deflate else "off"
+                            tag = f"[run {run + 1}/{runs}] C={c} deflate={on} {impl}"
+                            print(tag + " ...", flush=True)
+                            profile = None
+                            if (args.profile and impl == impls[0] and c == max(clients)
+                                    and deflate and run == 0):
+                                safe = "".join(ch if ch.isalnum() or ch in "-_+" else "_"
+                                               for ch in impl)
+                                profile = RESULTS / f"{stamp}-profile-{safe}-{c}.txt"
+                            try:
+                                r = await fanout_session(procs, up, impl, c, deflate, modes, log,
+                                                         profile)
+                                r["run"] = run
+                                results["fanout"].append(r)
+                                print("    " + summary_line(r, [m[0] for m in modes]), flush=True)
+                            except Exception as exc:
+                                results["errors"].append(f"{tag}: {exc!r}")
+                                print(f"    FAILED: {exc!r}", flush=True)
+                            save()
+    finally:
+        await procs.stop_all()
+        results["elapsed_s"] = time.monotonic() - started
+        results["machine"]["loadavg_end"] = os.getloadavg()
+        save()
+    print(f"results: {out_path.relative_to(ROOT)}  ({results['elapsed_s']:.0f} s)", flush=True)
+    return out_path
+
+
+def summary_line(r: dict[str, Any], modes: list[str]) -> str:
+    parts = [f"connect {r['connect_s']:.2f}s ok {r['connected_ok']}/{r['clients']}",
+             f"{r['rss_per_client_kb']:.1f} KB/client"]
+    for m in modes:
+        t = r.get(m)
+        if t:
+            parts.append(f"{m}: p50 {t['p50_ms']:.1f} p99 {t['p99_ms']:.1f} ms, cpu "
+                         f"{t['cpu_pct']:.0f}%, pace {t['kept_pace']}/{t['clients']}, lost "
+                         f"{t['lost_chunks']} mism {t['text_mismatch_clients']} reord "
+                         f"{t['reordered']}")
+    parts.append(f"disc {r.get('disconnects')}")
+    return " | ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.out:
+        args.out = os.path.abspath(args.out)  # printed relative to the repository
+    path = asyncio.run(main_async(args))
+    if not args.no_report:
+        cmd = [PY, str(BENCH / "report.py"), str(path)]
+        standard = (not args.quick and args.clients is None and args.runs is None
+                    and args.impls == "roundtable,baseline")
+        if args.update_docs or standard:
+            cmd.append("--update-docs")
+        subprocess.run(cmd, cwd=ROOT, check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
