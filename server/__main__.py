@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             app,
             host=host,
             port=port,
-            shutdown_timeout=settings.shutdown_timeout,
+            # Room clean-up has its own SHUTDOWN_TIMEOUT budget and every socket is closed by
+            # then, so aiohttp need not wait long for handlers.
+            shutdown_timeout=0.5,
             print=None,
             access_log=None,
         )

@@ -28,6 +28,7 @@ SIO_KEY = web.AppKey("sio", socketio.AsyncServer)
 ROOM_KEY = web.AppKey("room", Room)
 PROVIDER_KEY = web.AppKey("provider", Provider)
 LOCAL_MODEL_KEY = web.AppKey("local_model", LocalModelServer)
+HANDLERS_KEY = web.AppKey("handlers", RoomHandlers)
 
 
 def provider_settings(settings: Settings) -> OpenAISettings:
@@ -66,7 +67,9 @@ def create_app(settings: Settings, provider: Provider | None = None) -> web.Appl
     def room_of() -> Room:
         return app[ROOM_KEY]
 
-    RoomHandlers(sio, room_of, settings.room_password, settings.rate_limit_per_minute).attach()
+    handlers = RoomHandlers(sio, room_of, settings.room_password, settings.rate_limit_per_minute)
+    handlers.attach()
+    app[HANDLERS_KEY] = handlers
     app.cleanup_ctx.append(_room_context(provider, tools))
     app.on_shutdown.append(_disconnect_everyone)
     stream = StreamRoute(room_of, policy)
@@ -127,6 +130,7 @@ async def _disconnect_everyone(app: web.Application) -> None:
     await _close_room(app)
     sids = [sid for sid, _ in sio.manager.get_participants("/", None)]
     await asyncio.gather(*(sio.disconnect(sid) for sid in sids), return_exceptions=True)
+    await app[HANDLERS_KEY].close()
     await sio.shutdown()
 
 

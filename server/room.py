@@ -96,7 +96,9 @@ class Room:
         self.limits = limits or RoomLimits()
         self._emitter = emitter
         self._clock = clock or (lambda: datetime.now().astimezone())
-        self._roster = Roster(self.limits.max_name_length, self.limits.max_participants)
+        self._roster = Roster(
+            self.limits.max_name_length, self.limits.max_participants, (profile.name,)
+        )
         self._live: set[str] = set()  # registered sids that receive room traffic
         self._transcript: list[Message] = []
         self._version = 0  # bumped on every transcript change
@@ -214,6 +216,10 @@ class Room:
     ) -> dict[str, Any]:
         if not content.strip():
             raise RoomError("empty_message", "The message is empty.")
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RoomError("invalid_payload", "The message is not valid Unicode text.") from None
         if len(content) > self.limits.max_message_length:
             raise RoomError(
                 "message_too_long",
@@ -312,6 +318,7 @@ class Room:
         answer = Message(
             new_id("a"), None, self.profile.name, "assistant", "", now_ms(), reply_to=message.id
         )
+        self._ids.add(answer.id)  # announced in message-start: no client may take it
         self._answer, self._announced, self._busy = answer, False, True
         await self._emit("ai-start", None)
         completed = False
@@ -400,7 +407,6 @@ class Room:
             answer.incomplete = not completed
             self._transcript.append(answer)
             self._version += 1
-            self._ids.add(answer.id)
             await self._emit("message-list", [answer.to_wire()], skip=quiet)
         await self._emit("ai-end", None)
 

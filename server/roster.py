@@ -32,16 +32,27 @@ class Person:
 
 
 def has_control_chars(text: str) -> bool:
-    """True if `text` contains control/format characters (Unicode category C*)."""
-    return any(unicodedata.category(ch).startswith("C") for ch in text)
+    """True if `text` contains control, format, surrogate or line/paragraph separator
+    characters (Unicode categories C*, Zl, Zp)."""
+    return any(unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp")
+               for ch in text)
+
+
+def name_key(name: str) -> str:
+    """What makes two nicknames the same: compatibility-normalised and case-folded, so that
+    look-alikes ("Zoë" composed or decomposed, fullwidth "Ｂｏｂ") are one nickname."""
+    return unicodedata.normalize("NFKC", name).casefold()
 
 
 class Roster:
     """People by id and by nickname, and the socket ids bound to each."""
 
-    def __init__(self, max_name_length: int = 32, max_people: int = 2000) -> None:
+    def __init__(
+        self, max_name_length: int = 32, max_people: int = 2000, reserved: tuple[str, ...] = ()
+    ) -> None:
         self.max_name_length = max_name_length
         self.max_people = max_people
+        self._reserved = {name_key(n) for n in ("system", *reserved)}
         self._people: dict[str, Person] = {}  # user_id -> person, in order of arrival
         self._by_name: dict[str, Person] = {}  # casefolded nickname -> person
         self._sid_user: dict[str, str] = {}  # sid -> user_id
@@ -73,7 +84,10 @@ class Roster:
         if sid in self._sid_user:
             raise RoomError("already_registered", "This connection is already registered.")
         name = self._check_name(raw_name)
-        holder = self._by_name.get(name.casefold())
+        key = name_key(name)
+        if key in self._reserved:
+            raise RoomError("name_taken", f"The nickname {name!r} is reserved; choose another.")
+        holder = self._by_name.get(key)
         uid = user_id if is_safe_id(user_id) else None
         if holder is not None and holder.user_id != uid:
             raise RoomError("name_taken", f"The nickname {name!r} is taken; choose another.")
@@ -84,7 +98,7 @@ class Roster:
         person = holder or Person(uid or new_id("u"), name, now_ms())
         person.sids.add(sid)
         self._people[person.user_id] = person
-        self._by_name[name.casefold()] = person
+        self._by_name[key] = person
         self._sid_user[sid] = person.user_id
         return person
 
@@ -98,7 +112,7 @@ class Roster:
         if person.sids:
             return None
         del self._people[user_id]
-        del self._by_name[person.name.casefold()]
+        del self._by_name[name_key(person.name)]
         return person
 
     def _check_name(self, raw: str) -> str:

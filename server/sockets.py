@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -121,6 +122,8 @@ class RoomHandlers:
         self._room_of = room_of
         self._password = password
         self._limiter = RateLimiter(per_minute)
+        self._departures: asyncio.Queue[str] = asyncio.Queue()
+        self._departing: asyncio.Task[None] | None = None
 
     def attach(self) -> None:
         """Register the handlers on the server."""
@@ -140,11 +143,30 @@ class RoomHandlers:
             )
 
     async def disconnect(self, sid: str, *reason: Any) -> None:
+        if self._sio.manager.is_connected(sid, NAMESPACE):
+            return  # a client sent an event named "disconnect": not a real one
         self._limiter.forget(sid)
-        await self._room_of().leave(sid)
+        # engine.io may run this inline from a send to a socket whose ping expired, i.e. in the
+        # middle of one of the room's emits: leave later, in order, never re-entering the room.
+        self._departures.put_nowait(sid)
+        if self._departing is None or self._departing.done():
+            self._departing = asyncio.create_task(self._depart(), name="departures")
 
-    async def register(self, sid: str, data: Any = None) -> dict[str, Any]:
-        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+    async def _depart(self) -> None:
+        while not self._departures.empty():
+            sid = self._departures.get_nowait()
+            try:
+                await self._room_of().leave(sid)
+            except Exception:
+                logger.exception("leaving %s failed", sid)
+
+    async def close(self) -> None:
+        """Finish the departures in progress (at shutdown)."""
+        if self._departing is not None:
+            await asyncio.wait({self._departing})
+
+    async def register(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+        if extra or not isinstance(data, dict) or not isinstance(data.get("name"), str):
             return await self._error(sid, "invalid_payload", 'register needs {"name": "..."}.')
         try:
             welcome = await self._room_of().register(sid, data.get("user_id"), data["name"])
@@ -152,11 +174,11 @@ class RoomHandlers:
             return await self._error(sid, exc.code, exc.message)
         return {"ok": True, **welcome}
 
-    async def message(self, sid: str, data: Any = None) -> dict[str, Any]:
+    async def message(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
         room = self._room_of()
         if not room.is_registered(sid):
             return await self._error(sid, "not_registered", "Register with a nickname first.")
-        if not isinstance(data, dict) or not isinstance(data.get("content"), str):
+        if extra or not isinstance(data, dict) or not isinstance(data.get("content"), str):
             return await self._error(sid, "invalid_payload", 'message needs {"content": "..."}.')
         if not self._limiter.allow(sid):
             return await self._error(sid, "rate_limited", "Too many messages; wait a moment.")
@@ -165,7 +187,9 @@ class RoomHandlers:
         except RoomError as exc:
             return await self._error(sid, exc.code, exc.message)
 
-    async def stop(self, sid: str, data: Any = None) -> dict[str, Any]:
+    async def stop(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+        if extra:
+            return await self._error(sid, "invalid_payload", "stop takes no arguments.")
         try:
             stopped = await self._room_of().stop(sid)
         except RoomError as exc:

@@ -38,7 +38,7 @@ class RoomThread:
     async def delete(self) -> None:
         """Delete the thread (if any); failures are logged, never raised."""
         async with self._lock:
-            thread_id, self.id = self.id, None
+            thread_id = self.id
             if thread_id is None:
                 return
             try:
@@ -46,6 +46,8 @@ class RoomThread:
                 logger.info("deleted thread %s", thread_id)
             except ProviderError:
                 logger.exception("could not delete thread %s", thread_id)
+            finally:
+                self.id = None  # only once the provider is done with it
 
     async def read_back(self) -> list[Message] | None:
         """The thread's messages when the provider can list them; None otherwise or on error."""

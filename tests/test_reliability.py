@@ -152,10 +152,7 @@ async def test_a_failed_turn_is_reported_once_and_the_room_recovers(
     "llm_api",
     [
         "responses",
-        pytest.param("assistants", marks=pytest.mark.xfail(
-            reason="server bug: Assistants history is read back from the thread, where a cut "
-                   "answer is unlabelled: its id differs from the live one and `incomplete` is "
-                   "lost", strict=True)),
+        "assistants",
         "chat",
     ],
 )
@@ -356,10 +353,7 @@ async def test_any_participant_can_stop_the_answer(
 @pytest.mark.parametrize(
     "llm_api",
     [
-        pytest.param("responses", marks=pytest.mark.xfail(
-            reason="server bug: after a stopped or timed-out Responses stream the next turn "
-                   "starts while the conversation is still locked upstream and fails with "
-                   "conversation_locked (400) instead of waiting or retrying", strict=True)),
+        "responses",
         "assistants",
         "chat",
     ],
@@ -510,12 +504,6 @@ async def test_sigterm_mid_answer_cancels_the_run_deletes_the_thread_and_exits(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("llm_api", ["responses"])
-@pytest.mark.xfail(
-    reason="server bug: with clients connected the process takes about 2 x SHUTDOWN_TIMEOUT "
-           "to exit (aiohttp waits shutdown_timeout for the still-running websocket handlers, "
-           "then cancels them and waits again); the README promises SHUTDOWN_TIMEOUT",
-    strict=True,
-)
 async def test_sigterm_exits_within_shutdown_timeout(
     tmp_path: Path, upstream: FakeUpstream, llm_api: str, crowd: Crowd
 ):
@@ -541,13 +529,6 @@ async def test_sigterm_exits_within_shutdown_timeout(
 
 
 @pytest.mark.parametrize("llm_api", ["responses"])
-@pytest.mark.xfail(
-    reason="server bug: engine.io closes a socket whose ping expired from inside send(), and "
-           "runs the disconnect handler inline: Room._emit -> send -> close -> disconnect -> "
-           "Room.leave -> _emit 'leave' -> send to the next dead socket -> ... With many dead "
-           "connections this recursion overflows (RecursionError), leaves are lost and the "
-           "dead people stay in the room as ghosts, so it never empties", strict=True,
-)
 async def test_many_connections_dying_at_once_leave_no_ghosts(
     start_server: StartServer, crowd: Crowd, caplog: pytest.LogCaptureFixture, llm_api: str
 ):

@@ -192,3 +192,14 @@ def test_instructions_name_the_sender_and_date():
     assert text.startswith("Be kind.")
     assert "Please address the user as Alice." in text
     assert "2026-11-21" in text and "Saturday" in text
+
+
+async def test_reserved_and_look_alike_nicknames(room: tuple[Room, Recorder, ScriptedProvider]):
+    r, _, _ = room
+    await r.register("s1", "u1", "Zoë")  # composed
+    for name, code in [("Zoe\u0308", "name_taken"), ("ＺＯË", "name_taken"),
+                       ("System", "name_taken"), ("bot", "name_taken"),
+                       ("line\u2028break", "invalid_name")]:
+        with pytest.raises(RoomError) as err:
+            await r.register("s2", "u2", name)
+        assert err.value.code == code, name

@@ -44,13 +44,13 @@ def chat_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
 
 
 class _Step:
-    """What one streamed segment of a run ended with."""
+    """What one streamed segment of a run ended with; message ids go to `written`."""
 
-    def __init__(self) -> None:
+    def __init__(self, written: list[str] | None = None) -> None:
         self.run_id: str | None = None
         self.status: str | None = None
         self.calls: list[ToolCall] = []
-        self.message_ids: list[str] = []
+        self.message_ids: list[str] = [] if written is None else written
         self.streaming = False
 
 
@@ -118,6 +118,7 @@ class AssistantsProvider:
                     "created_at": str(message.created_at)}
         threads = self._client.beta.threads
         step = _Step()
+        written: list[str] = []  # assistant messages this turn wrote to the thread
         try:
             await threads.messages.create(
                 thread_id, role="user", content=attributed_text(message), metadata=metadata
@@ -127,12 +128,10 @@ class AssistantsProvider:
             if request.tools:
                 kwargs["tools"] = chat_tools(request.tools)
             stream = await threads.runs.create(thread_id, **kwargs)
-            written: list[str] = []
             while True:
-                step = _Step()
+                step = _Step(written)
                 async for event in self._read(stream, thread_id, step):
                     yield event
-                written += step.message_ids
                 if step.status != "requires_action":
                     break
                 results = await request.call_tools(step.calls)
@@ -146,6 +145,8 @@ class AssistantsProvider:
             run_id = self._active.pop(thread_id, None)
             if run_id is not None:  # ended early (error, cancel): never leave the thread locked
                 await asyncio.shield(self._cancel(thread_id, run_id))
+            if step.status != "completed":  # the partial answer replays as incomplete
+                await asyncio.shield(self._label(thread_id, written, request, incomplete=True))
         if step.status != "completed":
             raise ProviderError(f"run ended with status {step.status}")
         await self._label(thread_id, written, request)
@@ -205,10 +206,14 @@ class AssistantsProvider:
             await asyncio.sleep(0.1)
         logger.warning("run %s still not cancelled after %ss", run_id, CANCEL_WAIT)
 
-    async def _label(self, thread_id: str, message_ids: list[str], request: RunRequest) -> None:
+    async def _label(
+        self, thread_id: str, message_ids: list[str], request: RunRequest, incomplete: bool = False
+    ) -> None:
         """Tag the run's messages with the room's answer id, so replay keeps the live id."""
         metadata = {"id": request.answer_id, "created_at": str(request.answer_created_at),
                     "reply_to": request.message.id}
+        if incomplete:
+            metadata["incomplete"] = "true"
         for message_id in message_ids:
             try:
                 await self._client.beta.threads.messages.update(
@@ -240,8 +245,9 @@ class AssistantsProvider:
             content = text[len(prefix):] if text.startswith(prefix) else text
             return Message(meta.get("id", item.id), meta.get("user_id") or None, name, "user",
                            content, created)
+        incomplete = meta.get("incomplete") == "true" or item.status == "incomplete"
         return Message(meta.get("id", item.id), None, self._profile.name, "assistant", text,
-                       created, reply_to=meta.get("reply_to"))
+                       created, incomplete=incomplete, reply_to=meta.get("reply_to"))
 
 
 def _merge_turns(messages: list[Message]) -> list[Message]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import openai
 
@@ -24,6 +24,25 @@ from .client import STREAM_ERRORS, OpenAISettings, make_client
 from .errors import ProviderError, ProviderProtocolError, translate
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# After a stopped or broken stream, the API may keep the conversation locked for a moment
+# while it winds the old response down; the next request then gets `conversation_locked`.
+LOCK_WAITS = (0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+
+
+async def unlocked(call: Callable[[], Awaitable[T]]) -> T:
+    """Run `call`, waiting and retrying while the conversation is locked by a previous response."""
+    for wait in LOCK_WAITS:
+        try:
+            return await call()
+        except openai.BadRequestError as exc:
+            if exc.code != "conversation_locked":
+                raise
+            logger.info("conversation still locked; retrying in %.1f s", wait)
+            await asyncio.sleep(wait)
+    return await call()
 
 
 def attributed_text(message: Message) -> str:
@@ -113,7 +132,9 @@ class ResponsesProvider:
         if not items:
             return
         try:
-            await self._client.conversations.items.create(thread_id, items=items)  # type: ignore[arg-type]
+            await unlocked(lambda: self._client.conversations.items.create(
+                thread_id, items=items  # type: ignore[arg-type]
+            ))
         except openai.OpenAIError as exc:
             logger.warning("could not record the interrupted turn in %s: %s", thread_id, exc)
 
@@ -136,7 +157,7 @@ class ResponsesProvider:
             kwargs["tools"] = function_tools(request.tools)
         completed = streaming = False
         try:
-            stream = await self._client.responses.create(**kwargs)
+            stream = await unlocked(lambda: self._client.responses.create(**kwargs))
             async with stream:
                 async for event in stream:
                     streaming, kind = True, event.type
