@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import pytest
 
 from tests.conftest import StartServer
+from tests.fake_upstream import FakeUpstream, Text
+from tests.peers import Peer
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -20,3 +24,32 @@ async def test_permessage_deflate_follows_the_setting(
         opening = await ws.receive_str()  # the Engine.IO open packet
         assert opening.startswith("0{")
         assert ws.compress == negotiated
+
+
+async def test_websocket_and_polling_clients_see_the_same_turn(
+    start_server: StartServer, upstream: FakeUpstream
+):
+    """Websocket-from-the-start clients get frames written directly; long-polling clients go
+    through engine.io's queue. Both must see the same events in the same order."""
+    server = await start_server()
+    ws_peer = Peer(server.url, "Web")
+    poll_peer = Peer(server.url, "Poll")
+    await ws_peer.join()
+    await poll_peer.sio.connect(server.url, transports=["polling"], wait_timeout=5)
+    await poll_peer.join()
+    text = "".join(f"part{i} " for i in range(60))
+    upstream.enqueue(Text(text, chunks=[f"part{i} " for i in range(60)], delay=0.002))
+    await ws_peer.say("go")
+    for peer in (ws_peer, poll_peer):
+        await peer.wait_for("ai-end")
+    assert poll_peer.sio.transport() == "polling" and ws_peer.sio.transport() == "websocket"
+
+    def turn(peer: Peer) -> list[tuple[str, Any]]:
+        return [(n, d) for n, d in peer.events if n in ("ai-start", "message-start",
+                                                        "message-delta", "message-list",
+                                                        "ai-end")]
+
+    assert turn(ws_peer) == turn(poll_peer)
+    assert ws_peer.streamed(ws_peer.answers()[0]["id"]) == text
+    for peer in (ws_peer, poll_peer):
+        await peer.close()
