@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from .batching import BATCH_MIN_RECIPIENTS, BATCH_WINDOW, DeltaBatcher
 from .messages import Message, is_safe_id, new_id, now_ms
 from .providers.base import AssistantProfile, Provider, RunRequest, ToolCall, ToolResult
 from .providers.errors import ProviderError, ProviderTimeout
@@ -109,6 +110,7 @@ class Room:
         self._thread = RoomThread(provider)
         self._answer: Message | None = None  # the assistant message being streamed
         self._announced = False
+        self._deltas = DeltaBatcher(self._no_delta, 0.0, self._spawn)
         self._busy = False
         self._current: asyncio.Task[None] | None = None
         self._stopped_by: str | None = None
@@ -320,6 +322,10 @@ class Room:
         )
         self._ids.add(answer.id)  # announced in message-start: no client may take it
         self._answer, self._announced, self._busy = answer, False, True
+        window = BATCH_WINDOW if len(self._live) >= BATCH_MIN_RECIPIENTS else 0.0
+        self._deltas = DeltaBatcher(
+            lambda text: self._send_delta(answer, text), window, self._spawn
+        )
         await self._emit("ai-start", None)
         completed = False
         try:
@@ -385,6 +391,10 @@ class Room:
         await self._emit("tool-call", {**status, "status": "finished" if outcome.ok else "failed"})
         return outcome.result
 
+    @staticmethod
+    async def _no_delta(text: str) -> None:
+        """No answer is streaming."""
+
     def _instructions(self, nickname: str) -> str:
         return run_instructions(self.profile.instructions, nickname, self._clock())
 
@@ -394,13 +404,19 @@ class Room:
         if not self._announced:
             self._announced = True
             await self._emit("message-start", answer.to_wire())
-        answer.content += text
         for listener in self._listeners.get(answer.reply_to or "", ()):
             listener.put_nowait(text)
+        await self._deltas.add(text)
+
+    async def _send_delta(self, answer: Message, text: str) -> None:
+        """`answer.content` is always exactly what the room has been sent (a newcomer's
+        snapshot), so it grows here, as the merged delta goes out."""
+        answer.content += text
         await self._emit("message-delta", {"id": answer.id, "delta": text})
 
     async def _finish(self, answer: Message, completed: bool, quiet: Collection[str]) -> None:
         """Record the answer (kept even when cut short) and release the lock."""
+        await self._deltas.flush()
         self._answer, self._busy = None, False
         self._release(answer.reply_to or "")
         if answer.content:
