@@ -66,6 +66,18 @@ def test_settings(upstream: FakeUpstream, **overrides: Any) -> Settings:
 StartServer = Callable[..., Awaitable[RunningServer]]
 
 
+async def launch(upstream: FakeUpstream, **overrides: Any) -> RunningServer:
+    """Start Roundtable on 127.0.0.1 (any free port) against `upstream`; the caller stops it."""
+    settings = test_settings(upstream, **overrides)
+    app = create_app(settings)
+    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return RunningServer(f"http://127.0.0.1:{port}", app, runner)
+
+
 @pytest.fixture
 def llm_api() -> str:
     """The provider API under test; modules override this fixture to parametrize it."""
@@ -78,14 +90,7 @@ async def start_server(upstream: FakeUpstream, llm_api: str) -> AsyncIterator[St
     started: list[RunningServer] = []
 
     async def start(**overrides: Any) -> RunningServer:
-        settings = test_settings(upstream, **{"llm_api": llm_api, **overrides})
-        app = create_app(settings)
-        runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        server = RunningServer(f"http://127.0.0.1:{port}", app, runner)
+        server = await launch(upstream, **{"llm_api": llm_api, **overrides})
         started.append(server)
         return server
 

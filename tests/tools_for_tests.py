@@ -30,8 +30,7 @@ import socketio
 import socketio.packet
 from aiohttp import web
 
-from server.app import create_app
-from tests.conftest import RunningServer, test_settings
+from tests.conftest import RunningServer, launch
 from tests.fake_upstream import FakeUpstream
 from tests.fake_upstream import chat_api as fake_chat_api
 from tests.fake_upstream.responses_api import ResponsesAPI
@@ -355,18 +354,6 @@ class Harness:
         return person
 
 
-async def start_server(upstream: FakeUpstream, **overrides: Any) -> RunningServer:
-    """Start Roundtable on 127.0.0.1 (any port) against `upstream`, like the conftest fixture."""
-    settings = test_settings(upstream, **overrides)
-    app = create_app(settings)
-    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return RunningServer(f"http://127.0.0.1:{port}", app, runner)
-
-
 @contextmanager
 def running_room(**overrides: Any) -> Iterator[Harness]:
     """A fake upstream and a Roundtable server on a background loop, for the whole block."""
@@ -375,7 +362,7 @@ def running_room(**overrides: Any) -> Iterator[Harness]:
     harness: Harness | None = None
     try:
         loop.run(upstream.start())
-        server = loop.run(start_server(upstream, **overrides))
+        server = loop.run(launch(upstream, **overrides))
         harness = Harness(loop, upstream, server)
         yield harness
     finally:
