@@ -114,6 +114,7 @@ class Room:
         self._busy = False
         self._current: asyncio.Task[None] | None = None
         self._stopped_by: str | None = None
+        self._preparing = False
         self._worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -186,8 +187,9 @@ class Room:
         if len(person.sids) == 1:
             await self._emit("join", {"user_id": person.user_id, "name": person.name}, skip={sid})
             logger.info("%s joined (%d online)", person.name, len(self._roster))
-        if self._thread.id is None:
-            self._spawn(self._thread.prepare())
+        if self._thread.id is None and not self._preparing:
+            self._preparing = True  # one creation in flight, however many people arrive
+            self._spawn(self._prepare_thread())
         return welcome
 
     async def post(self, sid: str, content: str, client_id: object = None) -> dict[str, Any]:
@@ -272,6 +274,12 @@ class Room:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _prepare_thread(self) -> None:
+        try:
+            await self._thread.prepare()
+        finally:
+            self._preparing = False
 
     async def _history(self) -> list[dict[str, Any]]:
         """The history for a newcomer: read back from the thread when the provider can and the

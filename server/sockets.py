@@ -64,23 +64,24 @@ class SocketEmitter:
         queued = [engineio.packet.Packet(engineio.packet.MESSAGE, data=p) for p in parts]
         direct = None if len(parts) > 1 else ws_text_frame(("4" + parts[0]).encode())
         manager, eio = self._sio.manager, self._sio.eio
+        now = time.time()
         for sid in to:
             eio_sid = manager.eio_sid_from_sid(sid, NAMESPACE)
             if eio_sid is None:
                 continue
-            if direct is not None and _write_direct(eio.sockets.get(eio_sid), direct):
+            if direct is not None and _write_direct(eio.sockets.get(eio_sid), direct, now):
                 continue
             for frame in queued:
                 await eio.send_packet(eio_sid, frame)
 
 
-def _write_direct(eio_socket: Any, frame: bytes) -> bool:
+def _write_direct(eio_socket: Any, frame: bytes, now: float) -> bool:
     """Write `frame` to a direct websocket's transport; False if it must use the queue."""
     ws = getattr(eio_socket, "roundtable_direct_ws", None)
     if ws is None or eio_socket.closed:
         return False
     last_ping = eio_socket.last_ping
-    if last_ping and time.time() - last_ping > eio_socket.server.ping_timeout:
+    if last_ping and now - last_ping > eio_socket.server.ping_timeout:
         return False  # engine.io's own send notices the expired ping and closes the socket
     transport = ws._writer.transport if ws._writer is not None else None
     if transport is None or transport.is_closing():
