@@ -184,7 +184,12 @@ def fanout_tables(data: dict[str, Any], ref: str = "baseline") -> str:
 def targets(data: dict[str, Any]) -> str:
     """The issue's targets, checked against the largest C with deflate offered."""
     groups = group_fanout(data)
-    rows = ["| target | Roundtable | baseline |", "|---|---|---|"]
+    present = list(dict.fromkeys([r["impl"] for r in data["relay"]] + [k[2] for k in groups]))
+    known = ["roundtable", "baseline", "node"]
+    impls = [i for i in known if i in present] + [i for i in present if i not in known]
+    names = {"roundtable": "Roundtable", "baseline": "baseline", "node": "Node socket.io"}
+    rows = ["| target | " + " | ".join(names.get(i, i) for i in impls) + " |",
+            "|---|" + "---|" * len(impls)]
 
     def rel(impl: str) -> str:
         rs = [r for r in data["relay"] if r["impl"] == impl]
@@ -193,8 +198,8 @@ def targets(data: dict[str, Any]) -> str:
         v = med([r["overhead"]["p50"] for r in rs])[0]
         return f"{'✅' if v <= 2 else '❌'} {v:.2f} ms"
 
-    rows.append(f"| relay overhead on first delta ≤ 2 ms median | {rel('roundtable')} | "
-                f"{rel('baseline')} |")
+    rows.append("| relay overhead on first delta ≤ 2 ms median | "
+                + " | ".join(rel(i) for i in impls) + " |")
     cmax = max((k[0] for k in groups), default=0)
 
     def fan(impl: str, f: Callable[[list[dict[str, Any]]], str]) -> str:
@@ -238,7 +243,7 @@ def targets(data: dict[str, Any]) -> str:
                      ("≤ 35 KB server memory per connected client", mem),
                      (f"connect + register {cmax} within 10 s, nobody dropped", conn),
                      ("no disconnect (ping timeout) while streaming", disc)):
-        rows.append(f"| {label} | {fan('roundtable', f)} | {fan('baseline', f)} |")
+        rows.append(f"| {label} | " + " | ".join(fan(i, f) for i in impls) + " |")
     return "\n".join(rows) + "\n"
 
 
@@ -269,7 +274,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
     groups = group_fanout(data)
     impls = list(dict.fromkeys(k[2] for k in groups))
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    colors = {"roundtable": "tab:blue", "baseline": "tab:red"}
+    colors = {"roundtable": "tab:blue", "baseline": "tab:red", "node": "tab:green"}
     for impl in impls:
         for deflate in (True, False):
             cs = sorted(c for (c, d, i) in groups if i == impl and d == deflate)

@@ -60,7 +60,8 @@ WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel
 
 
 def server_command(impl: str, port: int, upstream: str) -> tuple[list[str], dict[str, str]]:
-    """Command and environment for one implementation: `roundtable`, `baseline`, or
+    """Command and environment for one implementation: `roundtable`, `baseline`, `node` (the
+    socket.io 4.8 reference, bench/loadgen/node_server.js), or
     `exp:<variant>+<variant>` (bench/experiments/launch.py); `@NAME=value` suffixes add
     environment settings, e.g. `roundtable@WS_COMPRESSION=true`."""
     impl, *extra = impl.split("@")
@@ -82,6 +83,9 @@ def server_command(impl: str, port: int, upstream: str) -> tuple[list[str], dict
         cmd = [PY, "-m", "server", "--env-file", "/dev/null", "--port", str(port)]
     elif impl == "baseline":
         cmd = [PY, str(BENCH / "baseline_server.py"), "--port", str(port), "--upstream", upstream]
+    elif impl == "node":
+        cmd = ["node", str(BENCH / "loadgen" / "node_server.js"), "--port", str(port),
+               "--upstream", upstream]
     elif impl.startswith("exp:"):
         # bench/experiments/launch.py: Roundtable with monkeypatched variants (never server/)
         cmd = [PY, str(BENCH / "experiments" / "launch.py"), "--variants", impl[4:], "--",
@@ -613,7 +617,8 @@ async def main_async(args: argparse.Namespace) -> Path:
         results["elapsed_s"] = time.monotonic() - started
         results["machine"]["loadavg_end"] = os.getloadavg()
         save()
-    print(f"results: {out_path.relative_to(ROOT)}  ({results['elapsed_s']:.0f} s)", flush=True)
+    shown = out_path.relative_to(ROOT) if out_path.is_relative_to(ROOT) else out_path
+    print(f"results: {shown}  ({results['elapsed_s']:.0f} s)", flush=True)
     return out_path
 
 

@@ -16,7 +16,7 @@ from .http import OriginPolicy, StreamRoute, index_handler
 from .local_model import LocalModelServer
 from .providers import OpenAISettings, Provider, create_provider
 from .room import Room, RoomLimits
-from .sockets import RoomHandlers, SocketEmitter, disable_websocket_compression
+from .sockets import RoomHandlers, RoomServer, SocketEmitter, disable_websocket_compression
 from .tools import ToolRegistry, load_registry
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> web.Appl
     tools = load_registry(settings.tools_enabled, settings.tools_module)
     app = web.Application()
     policy = OriginPolicy(settings.cors_origins)
-    sio = socketio.AsyncServer(
+    sio = RoomServer(
         async_mode="aiohttp",
         cors_allowed_origins=policy,
         logger=False,

@@ -1,9 +1,10 @@
-"""Merging an answer's deltas when they arrive faster than a large room can take them."""
+"""Fewer, larger writes for large rooms: an answer's deltas merged when they arrive faster than
+one frame time, and join/leave notices held briefly and sent together."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
 
 # In a room this large, deltas that arrive within one frame time of the last one sent are
@@ -50,3 +51,52 @@ class DeltaBatcher:
         self._unsent.clear()
         self._last = asyncio.get_running_loop().time()
         await self._send(text)
+
+
+# In a room this large, join/leave notices wait up to this long and go out together: when
+# hundreds of people arrive at once, each person gets a few writes instead of one per arrival.
+PRESENCE_WINDOW = 0.05  # seconds
+
+HeldEvent = tuple[str, Any, Collection[str]]
+
+
+class HeldEvents:
+    """Events that may wait up to `window` and then go out together, in order.
+
+    Whoever emits anything else must `flush()` first, so nothing overtakes a held event.
+    """
+
+    def __init__(
+        self,
+        emit_many: Callable[[list[HeldEvent]], Awaitable[None]],
+        window: float,
+        spawn: Callable[[Coroutine[Any, Any, None]], object],
+    ) -> None:
+        self._emit_many = emit_many
+        self._window = window
+        self._spawn = spawn
+        self._held: list[HeldEvent] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def hold(self, event: str, data: Any, to: Collection[str]) -> None:
+        """Keep the event (for these recipients) until the window ends or a flush."""
+        self._held.append((event, data, to))
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._window, lambda: self._spawn(self.flush()))
+
+    async def flush(self) -> None:
+        """Send everything held, in the order it was held."""
+        self.cancel()
+        if self._held:
+            held, self._held = self._held, []
+            await self._emit_many(held)
+
+    def cancel(self) -> None:
+        """Stop the timer (the held events stay until the next flush)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -202,6 +202,10 @@ class Settings:
         "WS_COMPRESSION", "false", _bool,
         "Accept permessage-deflate on websockets (costs memory and CPU per client).",
     )
+    event_loop: str = _setting(
+        "EVENT_LOOP", "auto", _choice("auto", "uvloop", "asyncio"),
+        "Event loop for python -m server: auto (uvloop when installed), uvloop, or asyncio.",
+    )
     log_level: str = _setting(
         "LOG_LEVEL", "INFO", _choice("debug", "info", "warning", "error"), "Logging verbosity."
     )

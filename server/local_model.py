@@ -316,7 +316,9 @@ class LocalModelServer:
             stderr=asyncio.subprocess.STDOUT,
             env=env,
             limit=1 << 20,
-            process_group=0,  # its own group: Ctrl-C reaches only us, and we stop it in order
+            # its own session and process group: Ctrl-C reaches only us, and we stop it in order
+            # (start_new_session rather than process_group=0: uvloop supports only the former)
+            start_new_session=True,
             preexec_fn=_die_with_parent(),
         )
         logger.debug("local model server started: pid %d, %s", self._proc.pid, self.base_url)

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from .batching import BATCH_MIN_RECIPIENTS, BATCH_WINDOW, DeltaBatcher
+from .batching import (
+    BATCH_MIN_RECIPIENTS,
+    BATCH_WINDOW,
+    PRESENCE_WINDOW,
+    DeltaBatcher,
+    HeldEvent,
+    HeldEvents,
+)
 from .messages import Message, is_safe_id, new_id, now_ms
 from .providers.base import AssistantProfile, Provider, RunRequest, ToolCall, ToolResult
 from .providers.errors import ProviderError, ProviderTimeout
@@ -24,6 +31,9 @@ from .thread import RoomThread
 from .tools import ToolRegistry
 
 logger = logging.getLogger(__name__)
+
+# Notices that may wait a moment in a large room (see batching.PRESENCE_WINDOW).
+PRESENCE_EVENTS = frozenset({"join", "leave"})
 
 ROOM_NOTE = (
     "Several people share this conversation. Each user message begins with the speaker's "
@@ -39,6 +49,10 @@ class Emitter(Protocol):
     """
 
     async def emit(self, event: str, data: Any, to: Collection[str]) -> None: ...
+
+    async def emit_many(self, events: Sequence[HeldEvent]) -> None:
+        """Several events, in order, under the same contract."""
+        ...
 
 
 class ToolLoopError(ProviderError):
@@ -111,6 +125,7 @@ class Room:
         self._answer: Message | None = None  # the assistant message being streamed
         self._announced = False
         self._deltas = DeltaBatcher(self._no_delta, 0.0, self._spawn)
+        self._presence = HeldEvents(emitter.emit_many, PRESENCE_WINDOW, self._spawn)
         self._busy = False
         self._current: asyncio.Task[None] | None = None
         self._stopped_by: str | None = None
@@ -155,6 +170,7 @@ class Room:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        self._presence.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -167,6 +183,8 @@ class Room:
         history = await self._history()
         if sid not in self._roster:  # gone while the history was read
             raise RoomError("not_registered", "The connection closed during registration.")
+        if sid in self._live:  # registering again: what it was owed comes before the welcome
+            await self._presence.flush()
         welcome = {
             "user_id": person.user_id,
             "name": person.name,
@@ -266,9 +284,17 @@ class Room:
             await self._reset()
 
     async def _emit(self, event: str, data: Any, skip: Collection[str] = ()) -> None:
+        """Send to everyone in the room but `skip`. In a large room join/leave notices are held
+        for a moment and sent together; anything else first sends what is held, so no event
+        overtakes another."""
         to = [s for s in self._live if s not in skip]
-        if to:
-            await self._emitter.emit(event, data, to)
+        if not to:
+            return
+        if event in PRESENCE_EVENTS and len(self._live) >= BATCH_MIN_RECIPIENTS:
+            self._presence.hold(event, data, to)
+            return
+        await self._presence.flush()
+        await self._emitter.emit(event, data, to)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .messages import is_safe_id, new_id, now_ms
@@ -28,6 +29,13 @@ class Person:
     sids: set[str] = field(default_factory=set)
 
     def to_wire(self) -> dict[str, Any]:
+        """The person as the protocol lists them; built once and shared (do not mutate): a
+        newcomer's `welcome` lists everyone, so a large room would otherwise build thousands
+        of these per arrival."""
+        return self._wire
+
+    @cached_property
+    def _wire(self) -> dict[str, Any]:
         return {"user_id": self.user_id, "name": self.name, "since": self.since}
 
 

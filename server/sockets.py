@@ -8,7 +8,7 @@ import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import engineio.packet
@@ -57,15 +57,47 @@ class SocketEmitter:
         self._sio = sio
 
     async def emit(self, event: str, data: Any, to: Collection[str]) -> None:
+        direct, packets = self._encode(event, data)
+        await self._deliver((sid, direct, packets) for sid in to)
+
+    async def emit_many(self, events: Sequence[tuple[str, Any, Collection[str]]]) -> None:
+        """Several events in order; a direct websocket gets all of its frames in one write.
+
+        Recipients that get the same events share one joined frame (in a presence batch that
+        is nearly everyone), so the cost per recipient stays one lookup and one write."""
+        encoded = [self._encode(event, data) for event, data, _ in events]
+        audiences = [set(to) for _, _, to in events]
+        everyone = dict.fromkeys(sid for _, _, to in events for sid in to)
+        bundles: dict[tuple[int, ...], tuple[bytes | None, list[engineio.packet.Packet]]] = {}
+
+        def bundle(sid: str) -> tuple[bytes | None, list[engineio.packet.Packet]]:
+            mine = tuple(i for i, audience in enumerate(audiences) if sid in audience)
+            if mine not in bundles:
+                frames = [encoded[i][0] for i in mine]
+                packets = [packet for i in mine for packet in encoded[i][1]]
+                bundles[mine] = (_joined(frames), packets)
+            return bundles[mine]
+
+        await self._deliver((sid, *bundle(sid)) for sid in everyone)
+
+    def _encode(self, event: str, data: Any) -> tuple[bytes | None, list[engineio.packet.Packet]]:
+        """The event as engine.io packets (the queue path) and, when it is a single text
+        packet, as one ready websocket frame (the direct path)."""
         args = [event] if data is None else [event, data]
         pkt = self._sio.packet_class(socketio.packet.EVENT, namespace=NAMESPACE, data=args)
         encoded = pkt.encode()
         parts = encoded if isinstance(encoded, list) else [encoded]
         queued = [engineio.packet.Packet(engineio.packet.MESSAGE, data=p) for p in parts]
         direct = None if len(parts) > 1 else ws_text_frame(("4" + parts[0]).encode())
+        return direct, queued
+
+    async def _deliver(
+        self, deliveries: Iterable[tuple[str, bytes | None, list[engineio.packet.Packet]]]
+    ) -> None:
+        """Hand each recipient its frame, or its packets if it is not a direct websocket."""
         manager, eio = self._sio.manager, self._sio.eio
         now = time.time()
-        for sid in to:
+        for sid, direct, queued in deliveries:
             eio_sid = manager.eio_sid_from_sid(sid, NAMESPACE)
             if eio_sid is None:
                 continue
@@ -73,6 +105,14 @@ class SocketEmitter:
                 continue
             for frame in queued:
                 await eio.send_packet(eio_sid, frame)
+
+
+def _joined(frames: list[bytes | None]) -> bytes | None:
+    """Frames concatenated for one write, or None if any of them cannot go direct."""
+    ready = [frame for frame in frames if frame is not None]
+    if len(ready) < len(frames):
+        return None
+    return ready[0] if len(ready) == 1 else b"".join(ready)
 
 
 def _write_direct(eio_socket: Any, frame: bytes, now: float) -> bool:
@@ -92,6 +132,33 @@ def _write_direct(eio_socket: Any, frame: bytes, now: float) -> bool:
         return True
     transport.write(frame)
     return True
+
+
+class RoomServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server, but every Socket.IO packet to a direct websocket (acks,
+    errors, the connect reply) is written straight to it, like the room's events.
+
+    So one connection's packets never take two paths, and engine.io's writer task, which holds
+    on to the last packets it sent until the next ones come, never holds a large `register`
+    ack (it lists everyone: ~60 KB each in a room of 1,000). Engine.io's own packets (open,
+    ping, close) keep engine.io's queue.
+    """
+
+    async def _send_packet(self, eio_sid: str, pkt: socketio.packet.Packet) -> None:
+        encoded = pkt.encode()
+        if isinstance(encoded, str) and self._send_direct(eio_sid, "4" + encoded):
+            return
+        for part in encoded if isinstance(encoded, list) else [encoded]:
+            await self.eio.send(eio_sid, part)
+
+    async def _send_eio_packet(self, eio_sid: str, eio_pkt: engineio.packet.Packet) -> None:
+        if isinstance(eio_pkt.data, str) and self._send_direct(eio_sid, eio_pkt.encode()):
+            return
+        await self.eio.send_packet(eio_sid, eio_pkt)
+
+    def _send_direct(self, eio_sid: str, text: str) -> bool:
+        frame = ws_text_frame(text.encode())
+        return _write_direct(self.eio.sockets.get(eio_sid), frame, time.time())
 
 
 class _UncompressedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from server.batching import BATCH_MIN_RECIPIENTS, DeltaBatcher
+from server.batching import BATCH_MIN_RECIPIENTS, PRESENCE_WINDOW, DeltaBatcher
 from server.room import Room
 from tests.test_room import Recorder, ScriptedProvider
 
@@ -77,4 +77,77 @@ async def test_a_large_room_gets_fewer_delta_events_with_the_same_text():
 async def test_a_small_room_gets_every_delta():
     recorder, room = await run_room(3, burst=200)
     assert len(recorder.data("s1", "message-delta")) == 200
+    await room.close()
+
+
+class CountingRecorder(Recorder):
+    """Also counts how many times the room handed the emitter a batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    async def emit_many(self, events):  # type: ignore[no-untyped-def]
+        self.batches.append(len(events))
+        await super().emit_many(events)
+
+
+async def large_room(recorder: Recorder) -> Room:
+    provider = ScriptedProvider()
+    room = Room(provider, await provider.open(), recorder)
+    await room.start()
+    for i in range(BATCH_MIN_RECIPIENTS):
+        await room.register(f"s{i}", f"u{i}", f"P{i}")
+    await asyncio.sleep(PRESENCE_WINDOW * 2)  # let the room's own join storm go out
+    return room
+
+
+async def test_a_join_storm_in_a_large_room_arrives_whole_in_order_and_together():
+    recorder = CountingRecorder()
+    room = await large_room(recorder)
+    recorder.sent.clear()
+    recorder.batches.clear()
+    welcomes = {}
+    for i in range(30):  # thirty people arrive back to back
+        welcomes[f"n{i}"] = await room.register(f"n{i}", f"nu{i}", f"New{i}")
+    await room.post("s0", "hello everyone")  # anything else sends what is held first
+    newcomers = [f"New{i}" for i in range(30)]
+    # an earlier member: every arrival once, in order, and before the message
+    events = [(e, d) for s, e, d in recorder.sent if s == "s1"]
+    assert [d["name"] for e, d in events if e == "join"] == newcomers
+    assert events[-1][0] == "message"
+    # a newcomer: told only of those who came after it; the rest were in its welcome
+    for i in range(30):
+        joins = [d["name"] for d in recorder.data(f"n{i}", "join")]
+        assert joins == newcomers[i + 1:]
+        listed = [u["name"] for u in welcomes[f"n{i}"]["users"]]
+        assert listed[-(i + 1):] == newcomers[: i + 1]
+    assert sum(recorder.batches) == 30 and len(recorder.batches) < 30  # held, then together
+    await room.close()
+
+
+async def test_a_join_then_leave_in_a_large_room_keeps_its_order_and_spares_the_leaver():
+    recorder = Recorder()
+    room = await large_room(recorder)
+    recorder.sent.clear()
+    await room.register("x", "ux", "Xavier")
+    await room.leave("x")
+    await room.register("y", "uy", "Yolanda")
+    await asyncio.sleep(PRESENCE_WINDOW * 2)  # no other event: the window ends it
+    assert [(e, d["name"]) for e, d in [(e, d) for s, e, d in recorder.sent if s == "s5"]] == [
+        ("join", "Xavier"), ("leave", "Xavier"), ("join", "Yolanda")
+    ]
+    assert recorder.events("x") == ["welcome"]  # not told of its own arrival, nor of Yolanda
+    assert recorder.data("y", "join") == [] and recorder.data("y", "leave") == []
+    await room.close()
+
+
+async def test_a_small_room_is_told_of_each_arrival_at_once():
+    recorder = Recorder()
+    provider = ScriptedProvider()
+    room = Room(provider, await provider.open(), recorder)
+    await room.start()
+    await room.register("a", "ua", "Ann")
+    await room.register("b", "ub", "Ben")
+    assert recorder.data("a", "join") == [{"user_id": "ub", "name": "Ben"}]  # no waiting
     await room.close()

@@ -49,13 +49,14 @@ async def wait_healthy(url: str, proc: asyncio.subprocess.Process) -> None:
     raise AssertionError("server did not become healthy")
 
 
-@pytest.fixture
+@pytest.fixture(params=["auto", "asyncio"])
 async def process(
-    tmp_path: Path, upstream: FakeUpstream
+    tmp_path: Path, upstream: FakeUpstream, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """`python -m server` on uvloop (the default where it is installed) and on asyncio's loop."""
     port = free_port()
     env = server_env(OPENAI_API_KEY="sk-test-secret-key", OPENAI_BASE_URL=upstream.base_url,
-                     SERVER_PORT=str(port), SHUTDOWN_TIMEOUT="3")
+                     SERVER_PORT=str(port), SHUTDOWN_TIMEOUT="3", EVENT_LOOP=request.param)
     proc = await spawn(tmp_path, env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -68,7 +69,8 @@ async def process(
 
 
 async def test_sigterm_deletes_the_thread_and_exits_promptly(
-    process: tuple[asyncio.subprocess.Process, str], upstream: FakeUpstream
+    process: tuple[asyncio.subprocess.Process, str], upstream: FakeUpstream,
+    request: pytest.FixtureRequest,
 ):
     proc, url = process
     alice, bob = Peer(url, "Alice"), Peer(url, "Bob")
@@ -87,6 +89,8 @@ async def test_sigterm_deletes_the_thread_and_exits_promptly(
     output = (await proc.stdout.read()).decode() if proc.stdout else ""
     assert "sk-test-secret-key" not in output
     assert "deleted thread" in output
+    asked = request.node.callspec.params["process"]
+    assert f"loop: {'asyncio' if asked == 'asyncio' else 'uvloop'})" in output
     for peer in (alice, bob):
         await peer.close()
 

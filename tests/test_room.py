@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +24,10 @@ class Recorder:
     async def emit(self, event: str, data: Any, to: Collection[str]) -> None:
         for sid in to:
             self.sent.append((sid, event, data))
+
+    async def emit_many(self, events: Sequence[tuple[str, Any, Collection[str]]]) -> None:
+        for event, data, to in events:
+            await self.emit(event, data, to)
 
     def events(self, sid: str) -> list[str]:
         return [e for s, e, _ in self.sent if s == sid]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -52,4 +53,35 @@ async def test_websocket_and_polling_clients_see_the_same_turn(
     assert turn(ws_peer) == turn(poll_peer)
     assert ws_peer.streamed(ws_peer.answers()[0]["id"]) == text
     for peer in (ws_peer, poll_peer):
+        await peer.close()
+
+
+async def test_held_join_notices_reach_websocket_and_polling_clients_whole_and_in_order(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+):
+    """In a large room join/leave notices are sent together, several frames in one write to a
+    websocket and one by one through engine.io's queue to a polling client (the threshold is
+    lowered here so that three people make a large room)."""
+    monkeypatch.setattr("server.room.BATCH_MIN_RECIPIENTS", 2)
+    server = await start_server()
+    ws_peer, poll_peer = Peer(server.url, "Web"), Peer(server.url, "Poll")
+    await ws_peer.join()
+    await poll_peer.sio.connect(server.url, transports=["polling"], wait_timeout=5)
+    await poll_peer.join()
+    arrivals = [Peer(server.url, f"New{i}") for i in range(6)]
+    for peer in arrivals:
+        await peer.connect()
+    await asyncio.gather(*(peer.join() for peer in arrivals))
+    await arrivals[0].close()  # a leave in the same window
+    await arrivals[1].say("hello")  # anything else sends what is held first
+    for peer in (ws_peer, poll_peer):
+        await peer.wait_for("message")
+        seen = [(n, d["name"]) for n, d in peer.events if n in ("join", "leave", "message")]
+        joins = [name for n, name in seen if n == "join" and name.startswith("New")]
+        assert sorted(joins) == [f"New{i}" for i in range(6)]  # each once
+        assert seen[-2:] == [("leave", "New0"), ("message", "New1")]
+    # python-engineio's polling client, closing just after an event reached it, waits for its
+    # next long-poll (~30 s), so it does not wait here
+    await poll_peer.sio.eio.disconnect(abort=True)
+    for peer in (ws_peer, *arrivals):
         await peer.close()

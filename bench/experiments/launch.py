@@ -15,6 +15,8 @@ Variants (combine with commas or "+"):
   fastpath    the room's events are framed once (websocket text frame bytes) and written straight
               to every websocket transport, skipping engine.io's per-socket queue, writer task and
               per-socket compression; sockets not on websocket keep the normal path
+  probe       log a line every 0.5 s to stderr (the bench log): RSS, connections, bytes waiting
+              in userspace transport buffers, Python heap blocks (to find where memory goes)
   notransform the chat provider passes `messages` through `extra_body`, skipping the openai SDK's
               per-message parameter transform (~0.3 ms per history message on this machine)
 
@@ -28,6 +30,7 @@ import asyncio
 import os
 import struct
 import sys
+import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -208,13 +211,87 @@ def patch_notransform() -> None:
     chat.make_client = make_client
 
 
+# ----- probe ----------------------------------------------------------------------------------
+
+def patch_probe() -> None:
+    import gc
+    import resource
+    import sys as _sys
+
+    import server.app as app_module
+
+    original = app_module.create_app
+
+    import ctypes
+
+    trim = None
+    if os.environ.get("BENCH_PROBE_TRIM"):
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+
+    trace = bool(os.environ.get("BENCH_PROBE_TRACE"))
+    if trace:
+        import tracemalloc
+        tracemalloc.start(8)
+
+    async def probe(sio: Any) -> None:
+        first = tracemalloc.take_snapshot() if trace else None
+        seen: list[int] = []
+        while True:
+            await asyncio.sleep(0.5)
+            if trim is not None:
+                trim(0)
+            socks = list(sio.eio.sockets.values())
+            seen.append(len(socks))
+            if len(seen) > 3 and seen[-1] == seen[-3] > 100 and seen[-4] != seen[-1]:
+                class MallInfo2(ctypes.Structure):
+                    _fields_ = [(n, ctypes.c_size_t) for n in (
+                        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                        "uordblks", "fordblks", "keepcost")]
+                libc = ctypes.CDLL("libc.so.6")
+                libc.mallinfo2.restype = MallInfo2
+                info = libc.mallinfo2()
+                print("probe malloc", {n: getattr(info, n) // 1024 for n, _ in info._fields_},
+                      file=_sys.stderr, flush=True)
+                _sys._debugmallocstats()
+            if first is not None and len(seen) > 3 and seen[-1] == seen[-3] > 100:
+                stats = tracemalloc.take_snapshot().compare_to(first, "traceback")
+                for stat in stats[:12]:
+                    print("trace", stat, file=_sys.stderr)
+                    for line in stat.traceback.format()[-8:]:
+                        print("trace   ", line, file=_sys.stderr)
+                first = None
+            buffered = 0
+            for sock in socks:
+                ws = getattr(sock, "roundtable_direct_ws", None)
+                writer = getattr(ws, "_writer", None)
+                transport = getattr(writer, "transport", None)
+                if transport is not None:
+                    buffered += transport.get_write_buffer_size()
+            with open("/proc/self/statm") as f:  # noqa: ASYNC230 - procfs, never blocks
+                rss = int(f.read().split()[1]) * resource.getpagesize()
+            print(f"probe t={time.time():.2f} rss_mb={rss / 2**20:.1f} socks={len(socks)} "
+                  f"buffered_kb={buffered / 1024:.0f} blocks={_sys.getallocatedblocks()} "
+                  f"gc={gc.get_count()}", file=_sys.stderr, flush=True)
+
+    def create_app(settings: Any, *args: Any, **kwargs: Any) -> Any:
+        app = original(settings, *args, **kwargs)
+
+        async def start(app: Any) -> None:
+            app["probe"] = asyncio.create_task(probe(app[app_module.SIO_KEY]))
+
+        app.on_startup.append(start)
+        return app
+
+    app_module.create_app = create_app
+
+
 # ----- main -----------------------------------------------------------------------------------
 
 def apply(variants: list[str]) -> None:
     import server.app as app
     import server.sockets as sockets
 
-    known = {"nodeflate", "uvloop", "coalesce", "fastpath", "notransform"}
+    known = {"nodeflate", "uvloop", "coalesce", "fastpath", "notransform", "probe"}
     unknown = set(variants) - known
     if unknown:
         raise SystemExit(f"unknown variants: {', '.join(sorted(unknown))}")
@@ -228,6 +305,8 @@ def apply(variants: list[str]) -> None:
     app.SocketEmitter = emitter  # create_app looks the name up at call time
     if "notransform" in variants:
         patch_notransform()
+    if "probe" in variants:
+        patch_probe()
     if "uvloop" in variants:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
