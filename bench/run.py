@@ -52,6 +52,7 @@ from procs import (
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 LOADGEN = BENCH / "loadgen" / "loadgen.js"
+LOADGEN_CLIENT = ["raw"]  # --client: raw (lean wire-protocol client) or sio (socket.io-client)
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
          "juliet", "kilo", "lima", "mike", "november", "oscar", "papa")
 
@@ -330,6 +331,7 @@ async def start_loadgens(procs: Procs, url: str, clients: int, deflate: bool, lo
     for i, n in enumerate(sizes):
         cmd = pinned(["node", str(LOADGEN), "--url", url, "--count", str(n), "--id", str(i),
                       "--deflate", "1" if deflate else "0", "--concurrency", "50",
+                      "--client", LOADGEN_CLIENT[0],
                       "--maxlife", "900"], CLIENT_CORE)
         proc = await procs.start(cmd, stdin=True, log=log)
         gens.append(LoadGen(proc, i))
@@ -520,11 +522,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="C=10,100, 1 run, fewer relay samples")
     p.add_argument("--clients", default=None, help="comma-separated C values")
     p.add_argument("--runs", type=int, default=None, help="interleaved runs (default 3; quick 1)")
-    p.add_argument("--impls", default="roundtable,baseline",
+    p.add_argument("--impls", default="roundtable,baseline,node",
                    help="implementations, alternated within each run (exp:<variants> for "
                         "bench/experiments/launch.py variants)")
     p.add_argument("--deflate", default=None,
                    help="on,off | on | off (default on,off; quick: on, what browsers offer)")
+    p.add_argument("--client", choices=("raw", "sio"), default="raw",
+                   help="load-generator client: raw (Engine.IO/Socket.IO wire protocol over ws, "
+                        "default) or sio (the official socket.io-client)")
     p.add_argument("--chunks", type=int, default=500)
     p.add_argument("--interval", type=float, default=0.02, help="paced: seconds between deltas")
     p.add_argument("--modes", default="paced,unpaced")
@@ -561,6 +566,7 @@ async def main_async(args: argparse.Namespace) -> Path:
     results: dict[str, Any] = {
         "stamp": stamp, "quick": args.quick, "argv": sys.argv, "machine": machine(),
         "config": {"clients": clients, "runs": runs, "impls": impls, "deflate": deflate_arg,
+                   "loadgen_client": LOADGEN_CLIENT[0],
                    "chunks": args.chunks, "interval": args.interval, "modes": args.modes,
                    "relay_runs": relay_runs},
         "relay": [], "fanout": [], "errors": [],
@@ -640,11 +646,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.out:
         args.out = os.path.abspath(args.out)  # printed relative to the repository
+    LOADGEN_CLIENT[0] = args.client
     path = asyncio.run(main_async(args))
     if not args.no_report:
         cmd = [PY, str(BENCH / "report.py"), str(path)]
         standard = (not args.quick and args.clients is None and args.runs is None
-                    and args.impls == "roundtable,baseline")
+                    and args.impls == "roundtable,baseline,node" and args.client == "raw")
         if args.update_docs or standard:
             cmd.append("--update-docs")
         subprocess.run(cmd, cwd=ROOT, check=False)

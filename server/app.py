@@ -67,10 +67,13 @@ def create_app(settings: Settings, provider: Provider | None = None) -> web.Appl
     def room_of() -> Room:
         return app[ROOM_KEY]
 
-    handlers = RoomHandlers(sio, room_of, settings.room_password, settings.rate_limit_per_minute)
+    emitter = SocketEmitter(sio)
+    handlers = RoomHandlers(
+        sio, room_of, emitter, settings.room_password, settings.rate_limit_per_minute
+    )
     handlers.attach()
     app[HANDLERS_KEY] = handlers
-    app.cleanup_ctx.append(_room_context(provider, tools))
+    app.cleanup_ctx.append(_room_context(provider, tools, emitter))
     app.on_shutdown.append(_disconnect_everyone)
     stream = StreamRoute(room_of, policy)
     app.router.add_post("/stream", stream.post)
@@ -82,7 +85,7 @@ def create_app(settings: Settings, provider: Provider | None = None) -> web.Appl
     return app
 
 
-def _room_context(injected: Provider | None, tools: ToolRegistry) -> Any:
+def _room_context(injected: Provider | None, tools: ToolRegistry, emitter: SocketEmitter) -> Any:
     async def context(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
         local = None
@@ -102,7 +105,7 @@ def _room_context(injected: Provider | None, tools: ToolRegistry) -> Any:
             tool_timeout=settings.tool_timeout,
             max_tool_rounds=settings.tool_max_rounds,
         )
-        room = Room(provider, profile, SocketEmitter(app[SIO_KEY]), limits, tools=tools)
+        room = Room(provider, profile, emitter, limits, tools=tools)
         app[PROVIDER_KEY], app[ROOM_KEY] = provider, room
         await room.start()
         logger.info("room ready: assistant %r via %s", profile.name, settings.llm_api)

@@ -287,7 +287,7 @@ class Room:
         """Send to everyone in the room but `skip`. In a large room join/leave notices are held
         for a moment and sent together; anything else first sends what is held, so no event
         overtakes another."""
-        to = [s for s in self._live if s not in skip]
+        to = [s for s in self._live if s not in skip] if skip else list(self._live)
         if not to:
             return
         if event in PRESENCE_EVENTS and len(self._live) >= BATCH_MIN_RECIPIENTS:

@@ -55,6 +55,11 @@ class SocketEmitter:
 
     def __init__(self, sio: socketio.AsyncServer) -> None:
         self._sio = sio
+        self._routes: dict[str, tuple[str, Any]] = {}  # sid -> (engine.io sid, its socket)
+
+    def forget(self, sid: str) -> None:
+        """The connection is gone (called on disconnect)."""
+        self._routes.pop(sid, None)
 
     async def emit(self, event: str, data: Any, to: Collection[str]) -> None:
         direct, packets = self._encode(event, data)
@@ -95,16 +100,21 @@ class SocketEmitter:
         self, deliveries: Iterable[tuple[str, bytes | None, list[engineio.packet.Packet]]]
     ) -> None:
         """Hand each recipient its frame, or its packets if it is not a direct websocket."""
-        manager, eio = self._sio.manager, self._sio.eio
+        manager, eio, routes = self._sio.manager, self._sio.eio, self._routes
         now = time.time()
         for sid, direct, queued in deliveries:
-            eio_sid = manager.eio_sid_from_sid(sid, NAMESPACE)
-            if eio_sid is None:
-                continue
-            if direct is not None and _write_direct(eio.sockets.get(eio_sid), direct, now):
+            route = routes.get(sid)
+            if route is None:  # first event to this connection: look it up once
+                eio_sid = manager.eio_sid_from_sid(sid, NAMESPACE)
+                if eio_sid is None or eio_sid not in eio.sockets:
+                    continue
+                route = (eio_sid, eio.sockets[eio_sid])
+                if manager.is_connected(sid, NAMESPACE):  # not going: forget() will come
+                    routes[sid] = route
+            if direct is not None and _write_direct(route[1], direct, now):
                 continue
             for frame in queued:
-                await eio.send_packet(eio_sid, frame)
+                await eio.send_packet(route[0], frame)
 
 
 def _joined(frames: list[bytes | None]) -> bytes | None:
@@ -117,14 +127,13 @@ def _joined(frames: list[bytes | None]) -> bytes | None:
 
 def _write_direct(eio_socket: Any, frame: bytes, now: float) -> bool:
     """Write `frame` to a direct websocket's transport; False if it must use the queue."""
-    ws = getattr(eio_socket, "roundtable_direct_ws", None)
-    if ws is None or eio_socket.closed:
+    transport = getattr(eio_socket, "roundtable_transport", None)
+    if transport is None or eio_socket.closed:
         return False
     last_ping = eio_socket.last_ping
     if last_ping and now - last_ping > eio_socket.server.ping_timeout:
         return False  # engine.io's own send notices the expired ping and closes the socket
-    transport = ws._writer.transport if ws._writer is not None else None
-    if transport is None or transport.is_closing():
+    if transport.is_closing():
         return True  # going away: nothing to deliver
     if transport.get_write_buffer_size() > SLOW_CLIENT_BYTES:
         logger.warning("dropping a client %s bytes behind", transport.get_write_buffer_size())
@@ -177,8 +186,9 @@ class _UncompressedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         )
         await self._sock.prepare(request)
         owner = getattr(self.handler, "__self__", None)  # the engine.io socket
-        if owner is not None and not owner.connected:  # a websocket from the start
-            owner.roundtable_direct_ws = self._sock
+        writer = self._sock._writer
+        if owner is not None and not owner.connected and writer is not None:
+            owner.roundtable_transport = writer.transport  # a websocket from the start
         self.environ = environ
         await self.handler(self)
         return self._sock
@@ -230,11 +240,13 @@ class RoomHandlers:
         self,
         sio: socketio.AsyncServer,
         room_of: Callable[[], Room],
+        emitter: SocketEmitter,
         password: str = "",
         per_minute: int = 30,
     ) -> None:
         self._sio = sio
         self._room_of = room_of
+        self._emitter = emitter
         self._password = password
         self._limiter = RateLimiter(per_minute)
         self._departures: asyncio.Queue[str] = asyncio.Queue()
@@ -261,6 +273,7 @@ class RoomHandlers:
         if self._sio.manager.is_connected(sid, NAMESPACE):
             return  # a client sent an event named "disconnect": not a real one
         self._limiter.forget(sid)
+        self._emitter.forget(sid)
         # engine.io may run this inline from a send to a socket whose ping expired, i.e. in the
         # middle of one of the room's emits: leave later, in order, never re-entering the room.
         self._departures.put_nowait(sid)

@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from server.app import HANDLERS_KEY
 from tests.conftest import StartServer
 from tests.fake_upstream import FakeUpstream, Text
 from tests.peers import Peer
@@ -85,3 +86,18 @@ async def test_held_join_notices_reach_websocket_and_polling_clients_whole_and_i
     await poll_peer.sio.eio.disconnect(abort=True)
     for peer in (ws_peer, *arrivals):
         await peer.close()
+
+
+async def test_the_emitter_forgets_connections_that_went_away(start_server: StartServer):
+    """Routes to connections are cached for speed; reconnecting clients must not pile up."""
+    server = await start_server()
+    stay = Peer(server.url, "Stay")
+    await stay.join()
+    for i in range(5):
+        peer = Peer(server.url, f"Visitor{i}")
+        await peer.join()
+        await peer.say(f"hi {i}")
+        await peer.close()
+    await stay.wait_for("leave", count=5)
+    assert set(server.app[HANDLERS_KEY]._emitter._routes) == {stay.sio.get_sid()}
+    await stay.close()

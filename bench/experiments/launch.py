@@ -262,9 +262,7 @@ def patch_probe() -> None:
                 first = None
             buffered = 0
             for sock in socks:
-                ws = getattr(sock, "roundtable_direct_ws", None)
-                writer = getattr(ws, "_writer", None)
-                transport = getattr(writer, "transport", None)
+                transport = getattr(sock, "roundtable_transport", None)
                 if transport is not None:
                     buffered += transport.get_write_buffer_size()
             with open("/proc/self/statm") as f:  # noqa: ASYNC230 - procfs, never blocks
