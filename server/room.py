@@ -183,8 +183,6 @@ class Room:
         history = await self._history()
         if sid not in self._roster:  # gone while the history was read
             raise RoomError("not_registered", "The connection closed during registration.")
-        if sid in self._live:  # registering again: what it was owed comes before the welcome
-            await self._presence.flush()
         welcome = {
             "user_id": person.user_id,
             "name": person.name,

@@ -233,7 +233,27 @@ def patch_probe() -> None:
         import tracemalloc
         tracemalloc.start(8)
 
+    pauses: list[tuple[int, float]] = []
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            pauses.append((info["generation"], (time.perf_counter() - gc_started[0]) * 1000))
+
+    gc.callbacks.append(on_gc)
+    lags: list[float] = []
+
+    async def lag_meter() -> None:
+        """How late the loop wakes a 5 ms sleep: the stall any other callback saw."""
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append((time.perf_counter() - t - 0.005) * 1000)
+
     async def probe(sio: Any) -> None:
+        asyncio.get_running_loop().create_task(lag_meter())
         first = tracemalloc.take_snapshot() if trace else None
         seen: list[int] = []
         while True:
@@ -267,9 +287,16 @@ def patch_probe() -> None:
                     buffered += transport.get_write_buffer_size()
             with open("/proc/self/statm") as f:  # noqa: ASYNC230 - procfs, never blocks
                 rss = int(f.read().split()[1]) * resource.getpagesize()
+            worst = {g: max((ms for gen, ms in pauses if gen == g), default=0) for g in (0, 1, 2)}
+            count = {g: sum(1 for gen, _ in pauses if gen == g) for g in (0, 1, 2)}
+            lag = sorted(lags) or [0.0]
             print(f"probe t={time.time():.2f} rss_mb={rss / 2**20:.1f} socks={len(socks)} "
                   f"buffered_kb={buffered / 1024:.0f} blocks={_sys.getallocatedblocks()} "
-                  f"gc={gc.get_count()}", file=_sys.stderr, flush=True)
+                  f"gc_runs={count} gc_max_ms={ {g: round(v, 1) for g, v in worst.items()} } "
+                  f"lag_p50={lag[len(lag) // 2]:.1f} lag_p99={lag[int(len(lag) * 0.99)]:.1f} "
+                  f"lag_max={lag[-1]:.1f}", file=_sys.stderr, flush=True)
+            pauses.clear()
+            lags.clear()
 
     def create_app(settings: Any, *args: Any, **kwargs: Any) -> Any:
         app = original(settings, *args, **kwargs)
