@@ -203,8 +203,8 @@ class Settings:
         "Accept permessage-deflate on websockets (costs memory and CPU per client).",
     )
     event_loop: str = _setting(
-        "EVENT_LOOP", "auto", _choice("auto", "uvloop", "asyncio"),
-        "Event loop for python -m server: auto (uvloop when installed), uvloop, or asyncio.",
+        "EVENT_LOOP", "asyncio", _choice("asyncio", "uvloop"),
+        "Event loop for python -m server: asyncio, or uvloop (pip install uvloop).",
     )
     log_level: str = _setting(
         "LOG_LEVEL", "INFO", _choice("debug", "info", "warning", "error"), "Logging verbosity."

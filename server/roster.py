@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from .messages import is_safe_id, new_id, now_ms
@@ -19,7 +18,7 @@ class RoomError(Exception):
         self.message = message
 
 
-@dataclass
+@dataclass(slots=True)
 class Person:
     """One person in the room, possibly connected from several sockets."""
 
@@ -27,16 +26,16 @@ class Person:
     name: str
     since: int
     sids: set[str] = field(default_factory=set)
+    # The person as the protocol lists them, built once and shared (do not mutate): a
+    # newcomer's `welcome` lists everyone, so a large room would otherwise build thousands of
+    # these per arrival.
+    wire: dict[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.wire = {"user_id": self.user_id, "name": self.name, "since": self.since}
 
     def to_wire(self) -> dict[str, Any]:
-        """The person as the protocol lists them; built once and shared (do not mutate): a
-        newcomer's `welcome` lists everyone, so a large room would otherwise build thousands
-        of these per arrival."""
-        return self._wire
-
-    @cached_property
-    def _wire(self) -> dict[str, Any]:
-        return {"user_id": self.user_id, "name": self.name, "since": self.since}
+        return self.wire
 
 
 def has_control_chars(text: str) -> bool:
