@@ -181,14 +181,16 @@ def fanout_tables(data: dict[str, Any], ref: str = "baseline") -> str:
     return "\n".join(out) + "\n"
 
 
+NAMES = {"roundtable": "Roundtable", "baseline": "bare python-socketio", "node": "Node socket.io"}
+
+
 def targets(data: dict[str, Any]) -> str:
     """The issue's targets, checked against the largest C with deflate offered."""
     groups = group_fanout(data)
     present = list(dict.fromkeys([r["impl"] for r in data["relay"]] + [k[2] for k in groups]))
     known = ["roundtable", "baseline", "node"]
     impls = [i for i in known if i in present] + [i for i in present if i not in known]
-    names = {"roundtable": "Roundtable", "baseline": "baseline", "node": "Node socket.io"}
-    rows = ["| target | " + " | ".join(names.get(i, i) for i in impls) + " |",
+    rows = ["| target | " + " | ".join(NAMES.get(i, i) for i in impls) + " |",
             "|---|" + "---|" * len(impls)]
 
     def rel(impl: str) -> str:
@@ -309,7 +311,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("clients in the room")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Roundtable vs bare python-socketio (median of runs, bars = min–max)")
+    fig.suptitle(" vs ".join(NAMES.get(i, i) for i in impls) + " (median of runs, bars = min–max)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
