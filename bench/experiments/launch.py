@@ -17,6 +17,8 @@ Variants (combine with commas or "+"):
               per-socket compression; sockets not on websocket keep the normal path
   probe       log a line every 0.5 s to stderr (the bench log): RSS, connections, bytes waiting
               in userspace transport buffers, Python heap blocks (to find where memory goes)
+  slimenv     python-socketio's stored per-connection environ cut down to four keys after the
+              connect handler (memory per client)
   notransform the chat provider passes `messages` through `extra_body`, skipping the openai SDK's
               per-message parameter transform (~0.3 ms per history message on this machine)
 
@@ -310,13 +312,32 @@ def patch_probe() -> None:
     app_module.create_app = create_app
 
 
+# ----- slimenv ---------------------------------------------------------------------------------
+
+def patch_slimenv() -> None:
+    """After a connection's `connect` handler, keep only what is read later of the WSGI-style
+    environ python-socketio stores for it."""
+    import server.sockets as sockets
+
+    original = sockets.RoomHandlers.connect
+    keep = ("aiohttp.request", "REMOTE_ADDR", "HTTP_ORIGIN", "QUERY_STRING")
+
+    async def connect(self: Any, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        await original(self, sid, environ, auth)
+        kept = {k: environ[k] for k in keep if k in environ}
+        environ.clear()
+        environ.update(kept)
+
+    sockets.RoomHandlers.connect = connect  # type: ignore[method-assign]
+
+
 # ----- main -----------------------------------------------------------------------------------
 
 def apply(variants: list[str]) -> None:
     import server.app as app
     import server.sockets as sockets
 
-    known = {"nodeflate", "uvloop", "coalesce", "fastpath", "notransform", "probe"}
+    known = {"nodeflate", "uvloop", "coalesce", "fastpath", "notransform", "probe", "slimenv"}
     unknown = set(variants) - known
     if unknown:
         raise SystemExit(f"unknown variants: {', '.join(sorted(unknown))}")
@@ -332,6 +353,8 @@ def apply(variants: list[str]) -> None:
         patch_notransform()
     if "probe" in variants:
         patch_probe()
+    if "slimenv" in variants:
+        patch_slimenv()
     if "uvloop" in variants:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
