@@ -78,9 +78,6 @@ class HeldEvents:
         self._held: list[HeldEvent] = []
         self._timer: asyncio.TimerHandle | None = None
 
-    def __len__(self) -> int:
-        return len(self._held)
-
     def hold(self, event: str, data: Any, to: Collection[str]) -> None:
         """Keep the event (for these recipients) until the window ends or a flush."""
         self._held.append((event, data, to))

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import struct
 import sys
 import time
 from collections.abc import Collection
@@ -87,22 +86,11 @@ def patch_create_app(nodeflate: bool, track: bool) -> None:
     app_module.create_app = create_app
 
 
-def ws_frame(payload: bytes) -> bytes:
-    """An unmasked, uncompressed, final text frame (server to client, RFC 6455). Legal on a
-    connection that negotiated permessage-deflate too: RSV1 unset = not compressed (RFC 7692)."""
-    n = len(payload)
-    if n < 126:
-        return struct.pack("!BB", 0x81, n) + payload
-    if n < 65536:
-        return struct.pack("!BBH", 0x81, 126, n) + payload
-    return struct.pack("!BBQ", 0x81, 127, n) + payload
-
-
 def make_fast_emitter(base: type) -> type:
     import engineio.packet
     import socketio.packet
 
-    from server.sockets import NAMESPACE
+    from server.sockets import NAMESPACE, ws_text_frame
 
     class FastEmitter(base):  # type: ignore[misc, valid-type]
         """Encode once, frame once, transport.write per recipient; no task, no queue."""
@@ -115,7 +103,7 @@ def make_fast_emitter(base: type) -> type:
             if isinstance(encoded, list):  # binary attachments: the normal path
                 await super().emit(event, data, to)
                 return
-            frame = ws_frame(("4" + encoded).encode())
+            frame = ws_text_frame(("4" + encoded).encode())
             eio_pkt = engineio.packet.Packet(engineio.packet.MESSAGE, data=encoded)
             manager, eio = sio.manager, sio.eio
             for sid in to:
