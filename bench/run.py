@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from procs import (
     CLIENT_CORE,
     HAVE_TASKSET,
+    NCPU,
     PY,
     ROOT,
     SERVER_CORE,
@@ -53,6 +54,9 @@ BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 LOADGEN = BENCH / "loadgen" / "loadgen.js"
 LOADGEN_CLIENT = ["raw"]  # --client: raw (lean wire-protocol client) or sio (socket.io-client)
+# --client-cores: where the load generators and the upstream run. "1": the core the server does
+# not use; "all": anywhere (only the server is pinned)
+CLIENT_CORES = [CLIENT_CORE]
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
          "juliet", "kilo", "lima", "mike", "november", "oscar", "papa")
 
@@ -63,8 +67,10 @@ WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel
 def server_command(impl: str, port: int, upstream: str) -> tuple[list[str], dict[str, str]]:
     """Command and environment for one implementation: `roundtable`, `baseline`, `node` (the
     socket.io 4.8 reference, bench/loadgen/node_server.js), or
-    `exp:<variant>+<variant>` (bench/experiments/launch.py); `@NAME=value` suffixes add
-    environment settings, e.g. `roundtable@WS_COMPRESSION=true`."""
+    `exp:<variant>+<variant>` (bench/experiments/launch.py), or `rev:<git revision>` (Roundtable
+    as of that commit, from a git worktree under bench/results/, to compare a change side by
+    side); `@NAME=value` suffixes add environment settings, e.g.
+    `roundtable@WS_COMPRESSION=true`."""
     impl, *extra = impl.split("@")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLM_"))},
@@ -87,6 +93,9 @@ def server_command(impl: str, port: int, upstream: str) -> tuple[list[str], dict
     elif impl == "node":
         cmd = ["node", str(BENCH / "loadgen" / "node_server.js"), "--port", str(port),
                "--upstream", upstream]
+    elif impl.startswith("rev:"):
+        cmd = ["env", "-C", str(worktree(impl[4:])), PY, "-m", "server", "--env-file",
+               "/dev/null", "--port", str(port)]
     elif impl.startswith("exp:"):
         # bench/experiments/launch.py: Roundtable with monkeypatched variants (never server/)
         cmd = [PY, str(BENCH / "experiments" / "launch.py"), "--variants", impl[4:], "--",
@@ -94,6 +103,15 @@ def server_command(impl: str, port: int, upstream: str) -> tuple[list[str], dict
     else:
         raise ValueError(f"unknown implementation {impl!r}")
     return pinned(cmd, SERVER_CORE), env
+
+
+def worktree(rev: str) -> Path:
+    """A checkout of `rev` (made once, kept under bench/results/, which git ignores)."""
+    path = RESULTS / f"rev-{rev}"
+    if not path.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), rev],
+                       check=True, capture_output=True)
+    return path
 
 
 class Server:
@@ -158,7 +176,7 @@ class Upstream:
         self.http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Upstream:
-        cmd = pinned([PY, str(BENCH / "upstream.py"), "--port", "0"], CLIENT_CORE)
+        cmd = pinned([PY, str(BENCH / "upstream.py"), "--port", "0"], CLIENT_CORES[0])
         proc = await self.procs.start(cmd, log=self.log)
         self.base = await read_line_prefix(proc, "BENCH_UPSTREAM", 20)
         self.admin = self.base.rsplit("/v1", 1)[0]
@@ -332,7 +350,7 @@ async def start_loadgens(procs: Procs, url: str, clients: int, deflate: bool, lo
         cmd = pinned(["node", str(LOADGEN), "--url", url, "--count", str(n), "--id", str(i),
                       "--deflate", "1" if deflate else "0", "--concurrency", "50",
                       "--client", LOADGEN_CLIENT[0],
-                      "--maxlife", "900"], CLIENT_CORE)
+                      "--maxlife", "900"], CLIENT_CORES[0])
         proc = await procs.start(cmd, stdin=True, log=log)
         gens.append(LoadGen(proc, i))
     await asyncio.gather(*(g.wait("ready", 20) for g in gens))
@@ -530,6 +548,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--client", choices=("raw", "sio"), default="raw",
                    help="load-generator client: raw (Engine.IO/Socket.IO wire protocol over ws, "
                         "default) or sio (the official socket.io-client)")
+    p.add_argument("--client-cores", choices=("1", "all"), default="1",
+                   help="load generators and upstream on core 1 (default) or on any core")
     p.add_argument("--chunks", type=int, default=500)
     p.add_argument("--interval", type=float, default=0.02, help="paced: seconds between deltas")
     p.add_argument("--modes", default="paced,unpaced")
@@ -566,7 +586,7 @@ async def main_async(args: argparse.Namespace) -> Path:
     results: dict[str, Any] = {
         "stamp": stamp, "quick": args.quick, "argv": sys.argv, "machine": machine(),
         "config": {"clients": clients, "runs": runs, "impls": impls, "deflate": deflate_arg,
-                   "loadgen_client": LOADGEN_CLIENT[0],
+                   "loadgen_client": LOADGEN_CLIENT[0], "client_cores": CLIENT_CORES[0],
                    "chunks": args.chunks, "interval": args.interval, "modes": args.modes,
                    "relay_runs": relay_runs},
         "relay": [], "fanout": [], "errors": [],
@@ -647,6 +667,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out = os.path.abspath(args.out)  # printed relative to the repository
     LOADGEN_CLIENT[0] = args.client
+    if args.client_cores == "all":
+        CLIENT_CORES[0] = f"0-{NCPU - 1}"
     path = asyncio.run(main_async(args))
     if not args.no_report:
         cmd = [PY, str(BENCH / "report.py"), str(path)]

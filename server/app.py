@@ -16,7 +16,7 @@ from .http import OriginPolicy, StreamRoute, index_handler
 from .local_model import LocalModelServer
 from .providers import OpenAISettings, Provider, create_provider
 from .room import Room, RoomLimits
-from .sockets import RoomHandlers, RoomServer, SocketEmitter, disable_websocket_compression
+from .sockets import RoomHandlers, RoomServer, SocketEmitter
 from .tools import ToolRegistry, load_registry
 
 logger = logging.getLogger(__name__)
@@ -58,9 +58,8 @@ def create_app(settings: Settings, provider: Provider | None = None) -> web.Appl
         logger=False,
         engineio_logger=False,
         max_http_buffer_size=settings.max_payload_bytes,
+        compression=settings.ws_compression,
     )
-    if not settings.ws_compression:
-        disable_websocket_compression(sio)
     sio.attach(app)
     app[SETTINGS_KEY] = settings
     app[SIO_KEY] = sio

@@ -7,15 +7,18 @@ import hmac
 import logging
 import struct
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
+import engineio.exceptions
 import engineio.packet
 import socketio
 import socketio.packet
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from engineio.async_drivers import aiohttp as eio_aiohttp
+from engineio.async_socket import AsyncSocket
 
 from .room import Room
 from .roster import RoomError
@@ -30,14 +33,15 @@ NAMESPACE = "/"
 SLOW_CLIENT_BYTES = 4 * 1024 * 1024
 
 
-def ws_text_frame(payload: bytes) -> bytes:
-    """One final, unmasked, uncompressed text frame, server to client (RFC 6455)."""
+def ws_frame(payload: bytes, binary: bool = False) -> bytes:
+    """One final, unmasked, uncompressed text (or binary) frame, server to client (RFC 6455)."""
+    first = 0x82 if binary else 0x81
     size = len(payload)
     if size < 126:
-        return struct.pack("!BB", 0x81, size) + payload
+        return struct.pack("!BB", first, size) + payload
     if size < 65536:
-        return struct.pack("!BBH", 0x81, 126, size) + payload
-    return struct.pack("!BBQ", 0x81, 127, size) + payload
+        return struct.pack("!BBH", first, 126, size) + payload
+    return struct.pack("!BBQ", first, 127, size) + payload
 
 
 class SocketEmitter:
@@ -93,7 +97,7 @@ class SocketEmitter:
         encoded = pkt.encode()
         parts = encoded if isinstance(encoded, list) else [encoded]
         queued = [engineio.packet.Packet(engineio.packet.MESSAGE, data=p) for p in parts]
-        direct = None if len(parts) > 1 else ws_text_frame(("4" + parts[0]).encode())
+        direct = None if len(parts) > 1 else ws_frame(("4" + parts[0]).encode())
         return direct, queued
 
     async def _deliver(
@@ -126,7 +130,7 @@ def _joined(frames: list[bytes | None]) -> bytes | None:
 
 
 def _write_direct(eio_socket: Any, frame: bytes, now: float) -> bool:
-    """Write `frame` to a direct websocket's transport; False if it must use the queue."""
+    """Write `frame` to a direct websocket's transport; False if it must use engine.io's path."""
     transport = getattr(eio_socket, "roundtable_transport", None)
     if transport is None or eio_socket.closed:
         return False
@@ -143,36 +147,137 @@ def _write_direct(eio_socket: Any, frame: bytes, now: float) -> bool:
     return True
 
 
-class RoomServer(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's server, but every Socket.IO packet to a direct websocket (acks,
-    errors, the connect reply) is written straight to it, like the room's events.
+class DirectSocket(AsyncSocket):  # type: ignore[misc]
+    """engine.io's socket for a connection that asked for the websocket transport in its first
+    request (no long-polling phase), once that websocket is open:
 
-    So one connection's packets never take two paths, and engine.io's writer task, which holds
-    on to the last packets it sent until the next ones come, never holds a large `register`
-    ack (it lists everyone: ~60 KB each in a room of 1,000). Engine.io's own packets (open,
-    ping, close) keep engine.io's queue.
+    - every packet to it (the room's events, acks, errors, engine.io's open/ping/close) is
+      written straight to the transport, so all of a connection's packets take one path and
+      keep their order;
+    - its frames are read in the connection's own handler task, with the ping timeout as the
+      read timeout;
+    - its heartbeat is a timer.
+
+    engine.io's socket instead keeps, per connection, a packet queue (four deques), a writer
+    task, a task per frame read and a task per ping: together about 10 KB per connection and
+    a hop through the queue per packet (docs/performance.md, "Connections and memory"). What
+    the client sees on the wire is the same Engine.IO 4 protocol.
+
+    Until its websocket opens (and if the request that asked for it turns out not to be a
+    websocket upgrade) it behaves as engine.io's socket. Upgrades from long-polling, and
+    servers with WS_COMPRESSION on, keep engine.io's socket.
     """
 
-    async def _send_packet(self, eio_sid: str, pkt: socketio.packet.Packet) -> None:
+    queue: Any  # engine.io's, until the websocket opens
+    last_ping: float | None
+    connected: bool
+    roundtable_transport: asyncio.Transport | None = None
+    _ping_timer: asyncio.TimerHandle | None = None
+
+    async def send(self, pkt: engineio.packet.Packet) -> None:
+        if self.roundtable_transport is None:
+            await super().send(pkt)
+        elif await self.check_ping_timeout():
+            self._write(pkt)
+
+    def _write(self, pkt: engineio.packet.Packet) -> None:
         encoded = pkt.encode()
-        if isinstance(encoded, str) and self._send_direct(eio_sid, "4" + encoded):
-            return
-        for part in encoded if isinstance(encoded, list) else [encoded]:
-            await self.eio.send(eio_sid, part)
+        if isinstance(encoded, str):
+            frame = ws_frame(encoded.encode())
+        else:
+            frame = ws_frame(encoded, binary=True)
+        _write_direct(self, frame, time.time())
 
-    async def _send_eio_packet(self, eio_sid: str, eio_pkt: engineio.packet.Packet) -> None:
-        if isinstance(eio_pkt.data, str) and self._send_direct(eio_sid, eio_pkt.encode()):
-            return
-        await self.eio.send_packet(eio_sid, eio_pkt)
+    def schedule_ping(self) -> None:
+        if self.last_ping:  # only once the previous ping was answered, as engine.io does
+            self.last_ping = None
+            loop = asyncio.get_running_loop()
+            self._ping_timer = loop.call_later(self.server.ping_interval, self._ping)
 
-    def _send_direct(self, eio_sid: str, text: str) -> bool:
-        frame = ws_text_frame(text.encode())
-        return _write_direct(self.eio.sockets.get(eio_sid), frame, time.time())
+    def _ping(self) -> None:
+        self._ping_timer = None
+        if self.closing or self.closed:
+            return
+        self.last_ping = time.time()
+        pkt = engineio.packet.Packet(engineio.packet.PING)
+        if self.roundtable_transport is None:
+            self.queue.put_nowait(pkt)
+        else:
+            self._write(pkt)
+
+    async def close(
+        self, wait: bool = True, abort: bool = False, reason: str | None = None
+    ) -> None:
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
+        # once direct, packets are written as they are sent: there is no queue to wait for
+        wait = wait and self.roundtable_transport is None
+        await super().close(wait=wait, abort=abort, reason=reason)
+
+    async def _websocket_handler(self, ws: Any) -> None:
+        sock: web.WebSocketResponse = ws._sock
+        writer = sock._writer
+        if self.connected or writer is None:  # an upgrade from long-polling
+            await super()._websocket_handler(ws)
+            return
+        self.connected = self.upgraded = True
+        queue, self.queue = self.queue, None  # nothing uses engine.io's queue from here on
+        self.roundtable_transport = writer.transport
+        while not queue.empty():  # what was sent before the websocket opened: the open packet
+            self._write(queue.get_nowait())
+        del queue
+        timeout = self.server.ping_interval + self.server.ping_timeout
+        while True:
+            try:
+                msg = await sock.receive(timeout=timeout)
+            except (TimeoutError, asyncio.CancelledError):
+                break  # no ping answered in time, or the server is stopping
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                break  # closed by the client, or a protocol error (e.g. over max_msg_size)
+            try:
+                pkt = engineio.packet.Packet(encoded_packet=msg.data)
+            except (ValueError, IndexError):
+                break  # not an Engine.IO packet: close, as engine.io's Node server does
+            try:
+                await self.receive(pkt)
+            except engineio.exceptions.UnknownPacketError:
+                pass
+            except engineio.exceptions.SocketIsClosedError:
+                break
+            except Exception:
+                logger.exception("error handling a packet from %s", self.sid)
+        await sock.close()
+        await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+
+
+class RoomServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server with Roundtable's websocket transport: permessage-deflate
+    refused and connections that are websockets from the start served by DirectSocket, unless
+    `compression` is on (then engine.io's own websocket and socket are used unchanged)."""
+
+    def __init__(self, *args: Any, compression: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._direct = not compression
+        if self._direct:  # engine.io's aiohttp driver has no option for it: swap its class
+            self.eio._async = {**self.eio._async, "websocket": _UncompressedWebSocket}
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        sock = self.eio.sockets.get(eio_sid)
+        if self._direct and type(sock) is AsyncSocket and _asks_for_websocket(environ):
+            # engine.io creates its sockets itself; this one is made a DirectSocket before
+            # anything runs on it (its first ping and its websocket come after this event)
+            sock.__class__ = DirectSocket
+        return await super()._handle_eio_connect(eio_sid, environ)
+
+
+def _asks_for_websocket(environ: dict[str, Any]) -> bool:
+    query = urllib.parse.parse_qs(str(environ.get("QUERY_STRING", "")))
+    return query.get("transport", ["polling"])[0] == "websocket"
 
 
 class _UncompressedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
-    """python-engineio's aiohttp websocket, but refusing permessage-deflate, and marking
-    connections that were websockets from the start for the emitter's direct writes.
+    """python-engineio's aiohttp websocket, but refusing permessage-deflate.
 
     Browsers offer per-message compression and aiohttp accepts it by default, which costs a
     compressor per client (100+ KB of memory each) and CPU for every frame of every streamed
@@ -185,19 +290,9 @@ class _UncompressedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
             max_msg_size=self.server.max_http_buffer_size, compress=False
         )
         await self._sock.prepare(request)
-        owner = getattr(self.handler, "__self__", None)  # the engine.io socket
-        writer = self._sock._writer
-        if owner is not None and not owner.connected and writer is not None:
-            owner.roundtable_transport = writer.transport  # a websocket from the start
         self.environ = environ
         await self.handler(self)
         return self._sock
-
-
-def disable_websocket_compression(sio: socketio.AsyncServer) -> None:
-    """Make the server's websockets refuse permessage-deflate (engine.io's aiohttp driver has
-    no option for it, so swap in the driver's websocket class)."""
-    sio.eio._async = {**sio.eio._async, "websocket": _UncompressedWebSocket}
 
 
 def _refuse(code: str, message: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Transport details a browser would notice: per-message compression negotiation."""
+"""Transport details a client would notice: per-message compression negotiation, websocket and
+long-polling clients seeing the same thing, heartbeats, frames that are not Engine.IO."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from server.app import HANDLERS_KEY
+from server.app import HANDLERS_KEY, SIO_KEY
 from tests.conftest import StartServer
 from tests.fake_upstream import FakeUpstream, Text
 from tests.peers import Peer
+from tests.tools_for_tests import WirePeer, wait_until
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -101,3 +103,50 @@ async def test_the_emitter_forgets_connections_that_went_away(start_server: Star
     await stay.wait_for("leave", count=5)
     assert set(server.app[HANDLERS_KEY]._emitter._routes) == {stay.sio.get_sid()}
     await stay.close()
+
+
+async def test_heartbeats_keep_answering_clients_and_drop_silent_ones(start_server: StartServer):
+    """Engine.IO pings reach websocket clients on schedule; a client that stops answering is
+    dropped after the ping timeout, the others are told it left, and the rest stay."""
+    server = await start_server()
+    eio = server.app[SIO_KEY].eio
+    eio.ping_interval, eio.ping_timeout = 0.2, 0.3  # for the connections made from here on
+    async with aiohttp.ClientSession() as session:
+        steady = WirePeer(server.url, session, "Steady")
+        hung = WirePeer(server.url, session, "Hung")
+        try:
+            await steady.join()
+            await hung.join()
+            await wait_until(lambda: hung.pings >= 2, timeout=3, what="two pings")
+            hung.frozen = True  # stops answering
+            await wait_until(lambda: steady.of("leave"), timeout=3, what="Hung dropped")
+            assert [u["name"] for u in steady.of("leave")] == ["Hung"]
+            pings = steady.pings
+            await asyncio.sleep(1.2)  # six more ping intervals
+            assert steady.pings >= pings + 4
+            assert steady.connected
+            assert [u["name"] for u in server.room.users()] == ["Steady"]
+        finally:
+            await asyncio.gather(steady.close(), hung.close())
+
+
+@pytest.mark.parametrize("frame", ["", "hello", "\u00e9t\u00e9"])
+async def test_a_frame_that_is_not_engine_io_closes_only_that_connection(
+    start_server: StartServer, upstream: FakeUpstream, frame: str
+):
+    server = await start_server()
+    other = Peer(server.url, "Other")
+    await other.join()
+    url = f"{server.url}/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        assert (await ws.receive_str(timeout=5)).startswith("0{")
+        await ws.send_str("40")
+        assert (await ws.receive_str(timeout=5)).startswith("40{")
+        await ws.send_str(frame)
+        closing = await ws.receive(timeout=5)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    upstream.enqueue(Text("still here"))
+    await other.say("anyone?")
+    await other.wait_for("ai-end")
+    assert other.answers()[-1]["content"] == "still here"
+    await other.close()

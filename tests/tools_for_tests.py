@@ -195,6 +195,7 @@ class WirePeer:
         self._next_ack = 0
         self._opened: asyncio.Future[Any] | None = None
         self.frozen = False  # True: stop answering pings (a client that hung)
+        self.pings = 0  # Engine.IO pings received
 
     @property
     def connected(self) -> bool:
@@ -220,6 +221,7 @@ class WirePeer:
                 if not isinstance(data, str):
                     continue
                 if data == "2":
+                    self.pings += 1
                     if not self.frozen:
                         await ws.send_str("3")
                 elif data.startswith("42"):

@@ -90,7 +90,7 @@ def make_fast_emitter(base: type) -> type:
     import engineio.packet
     import socketio.packet
 
-    from server.sockets import NAMESPACE, ws_text_frame
+    from server.sockets import NAMESPACE, ws_frame
 
     class FastEmitter(base):  # type: ignore[misc, valid-type]
         """Encode once, frame once, transport.write per recipient; no task, no queue."""
@@ -103,7 +103,7 @@ def make_fast_emitter(base: type) -> type:
             if isinstance(encoded, list):  # binary attachments: the normal path
                 await super().emit(event, data, to)
                 return
-            frame = ws_text_frame(("4" + encoded).encode())
+            frame = ws_frame(("4" + encoded).encode())
             eio_pkt = engineio.packet.Packet(engineio.packet.MESSAGE, data=encoded)
             manager, eio = sio.manager, sio.eio
             for sid in to:
@@ -219,6 +219,18 @@ def patch_probe() -> None:
         trim = ctypes.CDLL("libc.so.6").malloc_trim
 
     trace = bool(os.environ.get("BENCH_PROBE_TRACE"))
+    census = bool(os.environ.get("BENCH_PROBE_CENSUS"))
+
+    def type_census() -> dict[str, list[int]]:
+        """Live GC-tracked objects by type: [count, bytes] (sys.getsizeof, shallow)."""
+        out: dict[str, list[int]] = {}
+        for obj in gc.get_objects():
+            t = type(obj)
+            row = out.setdefault(f"{t.__module__}.{t.__qualname__}", [0, 0])
+            row[0] += 1
+            row[1] += _sys.getsizeof(obj)
+        return out
+
     if trace:
         import tracemalloc
         tracemalloc.start(8)
@@ -245,6 +257,7 @@ def patch_probe() -> None:
     async def probe(sio: Any) -> None:
         asyncio.get_running_loop().create_task(lag_meter())
         first = tracemalloc.take_snapshot() if trace else None
+        before = type_census() if census else None
         seen: list[int] = []
         while True:
             await asyncio.sleep(0.5)
@@ -263,6 +276,18 @@ def patch_probe() -> None:
                 print("probe malloc", {n: getattr(info, n) // 1024 for n, _ in info._fields_},
                       file=_sys.stderr, flush=True)
                 _sys._debugmallocstats()
+            if before is not None and len(seen) > 3 and seen[-1] == seen[-3] > 100:
+                after = type_census()
+                n = seen[-1]
+                rows = sorted(((v[1] - before.get(k, [0, 0])[1], v[0] - before.get(k, [0, 0])[0], k)
+                               for k, v in after.items()), reverse=True)
+                total = sum(r[0] for r in rows)
+                print(f"census {n} sockets: {total / n:.0f} B/socket in GC-tracked objects",
+                      file=_sys.stderr)
+                for size, count, name in rows[:40]:
+                    print(f"census {size / n:8.0f} B {count / n:6.2f}/socket  {name}",
+                          file=_sys.stderr)
+                before = None
             if first is not None and len(seen) > 3 and seen[-1] == seen[-3] > 100:
                 stats = tracemalloc.take_snapshot().compare_to(first, "traceback")
                 for stat in stats[:12]:
