@@ -57,6 +57,7 @@ LOADGEN_CLIENT = ["raw"]  # --client: raw (lean wire-protocol client) or sio (so
 # --client-cores: where the load generators and the upstream run. "1": the core the server does
 # not use; "all": anywhere (only the server is pinned)
 CLIENT_CORES = [CLIENT_CORE]
+LOADGENS = [4]  # --loadgens: at most this many load generator processes (250 clients each)
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
          "juliet", "kilo", "lima", "mike", "november", "oscar", "papa")
 
@@ -343,11 +344,13 @@ async def relay_session(procs: Procs, up: Upstream, impl: str, runs: int, log: P
 
 async def start_loadgens(procs: Procs, url: str, clients: int, deflate: bool, log: Path
                          ) -> list[LoadGen]:
-    nproc = max(1, min(4, math.ceil(clients / 250)))
+    nproc = max(1, min(LOADGENS[0], math.ceil(clients / 250)))
     sizes = [clients // nproc + (1 if i < clients % nproc else 0) for i in range(nproc)]
     gens = []
     for i, n in enumerate(sizes):
-        cmd = pinned(["node", str(LOADGEN), "--url", url, "--count", str(n), "--id", str(i),
+        node_flags = os.environ.get("BENCH_LOADGEN_NODE_FLAGS", "").split()  # e.g. --cpu-prof
+        cmd = pinned(["node", *node_flags, str(LOADGEN), "--url", url, "--count", str(n),
+                      "--id", str(i),
                       "--deflate", "1" if deflate else "0", "--concurrency", "50",
                       "--client", LOADGEN_CLIENT[0],
                       "--maxlife", "900"], CLIENT_CORES[0])
@@ -394,6 +397,7 @@ async def one_turn(
     hist_wire = hist_merge([r["hist_wire"] for r in reps])
     clients = sum(r["clients"] for r in reps)
     pace_err = [s - (t0 + i * interval * 1000) for i, s in enumerate(sent_ms)]
+    first, spread = chunk_spread(reps, n)
     return {
         "chunks": n, "interval_s": interval,
         "p50_ms": hist_pct(hist, 50, bucket), "p99_ms": hist_pct(hist, 99, bucket),
@@ -420,7 +424,28 @@ async def one_turn(
         "loadgen_cpu_pct": 100 * (gen1 - gen0) / max(t_b - t_a, 1e-9),
         "core_busy_pct": busy,
         "upstream_done": last.get("done"),
+        # per chunk: when its first client got it (the fan-out's start, as late as the
+        # upstream and the server's loop made it) and how long until its last client did
+        "chunk_first_p50_ms": pct(first, 50) if first else None,
+        "chunk_first_p99_ms": pct(first, 99) if first else None,
+        "chunk_spread_p50_ms": pct(spread, 50) if spread else None,
+        "chunk_spread_p99_ms": pct(spread, 99) if spread else None,
     }
+
+
+def chunk_spread(reps: list[dict[str, Any]], n: int) -> tuple[list[float], list[float]]:
+    """Per chunk, over all load generators: earliest lateness, and latest minus earliest."""
+    first: list[float] = []
+    spread: list[float] = []
+    for i in range(n):
+        lo = [r["chunk_first"][i] for r in reps if r.get("chunk_first") and
+              r["chunk_first"][i] is not None]
+        hi = [r["chunk_last"][i] for r in reps if r.get("chunk_last") and
+              r["chunk_last"][i] is not None]
+        if lo and hi:
+            first.append(min(lo))
+            spread.append(max(hi) - min(lo))
+    return first, spread
 
 
 async def fanout_session(procs: Procs, up: Upstream, impl: str, clients: int, deflate: bool,
@@ -550,6 +575,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "default) or sio (the official socket.io-client)")
     p.add_argument("--client-cores", choices=("1", "all"), default="1",
                    help="load generators and upstream on core 1 (default) or on any core")
+    p.add_argument("--loadgens", type=int, default=4,
+                   help="at most this many load generator processes (default 4)")
     p.add_argument("--chunks", type=int, default=500)
     p.add_argument("--interval", type=float, default=0.02, help="paced: seconds between deltas")
     p.add_argument("--modes", default="paced,unpaced")
@@ -587,6 +614,7 @@ async def main_async(args: argparse.Namespace) -> Path:
         "stamp": stamp, "quick": args.quick, "argv": sys.argv, "machine": machine(),
         "config": {"clients": clients, "runs": runs, "impls": impls, "deflate": deflate_arg,
                    "loadgen_client": LOADGEN_CLIENT[0], "client_cores": CLIENT_CORES[0],
+                   "loadgens": LOADGENS[0],
                    "chunks": args.chunks, "interval": args.interval, "modes": args.modes,
                    "relay_runs": relay_runs},
         "relay": [], "fanout": [], "errors": [],
@@ -667,6 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out = os.path.abspath(args.out)  # printed relative to the repository
     LOADGEN_CLIENT[0] = args.client
+    LOADGENS[0] = args.loadgens
     if args.client_cores == "all":
         CLIENT_CORES[0] = f"0-{NCPU - 1}"
     path = asyncio.run(main_async(args))

@@ -303,6 +303,10 @@ function report(cmd) {
   let lastLateMax = 0;
   const lastDue = cmd.t0 + (nChunks - 1) * cmd.interval;
   const perClientLastLate = [];
+  // per chunk, over this process's clients: the earliest and the latest arrival (lateness, ms);
+  // tells a chunk that reached everybody late (a stall before the fan-out) from a wide fan-out
+  const chunkFirst = new Array(nChunks).fill(Infinity);
+  const chunkLast = new Array(nChunks).fill(-Infinity);
   for (const c of clients) {
     if (!c.ended) notEnded += 1;
     deltas += c.deltas;
@@ -329,6 +333,8 @@ function report(cmd) {
       const due = cmd.t0 + i * cmd.interval;
       const late = t - due;
       if (late < minLate) minLate = late;
+      if (late < chunkFirst[i]) chunkFirst[i] = late;
+      if (late > chunkLast[i]) chunkLast[i] = late;
       add(hist, late);
       if (cmd.sent && cmd.sent.length === nChunks) add(histWire, t - cmd.sent[i]);
     }
@@ -343,6 +349,8 @@ function report(cmd) {
   send({
     event: "report", id: args.id, clients: clients.length, chunks: nChunks, bucket_ms: BUCKET,
     hist, hist_wire: histWire, min_late_ms: minLate === Infinity ? null : minLate,
+    chunk_first: chunkFirst.map((v) => (Number.isFinite(v) ? Math.round(v * 10) / 10 : null)),
+    chunk_last: chunkLast.map((v) => (Number.isFinite(v) ? Math.round(v * 10) / 10 : null)),
     lost_chunks: lost, text_mismatch_clients: textMismatch, lost_chars: lostChars,
     extra_chars: extraChars, reordered, duplicates, kept_pace: keptPace, not_ended: notEnded,
     deltas, last_late_max_ms: lastLateMax,
