@@ -57,7 +57,10 @@ LOADGEN_CLIENT = ["raw"]  # --client: raw (lean wire-protocol client) or sio (so
 # --client-cores: where the load generators and the upstream run. "1": the core the server does
 # not use; "all": anywhere (only the server is pinned)
 CLIENT_CORES = [CLIENT_CORE]
-LOADGENS = [4]  # --loadgens: at most this many load generator processes (250 clients each)
+# --loadgens: at most this many load generator processes (250 clients each at most); connects in
+# flight: 200 in all. One process (the default since the third session) measured lower p99 for
+# every server than four on the same core: bench/results/loadgens-{1,4}.json
+LOADGENS = [1]
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
          "juliet", "kilo", "lima", "mike", "november", "oscar", "papa")
 
@@ -345,13 +348,14 @@ async def relay_session(procs: Procs, up: Upstream, impl: str, runs: int, log: P
 async def start_loadgens(procs: Procs, url: str, clients: int, deflate: bool, log: Path
                          ) -> list[LoadGen]:
     nproc = max(1, min(LOADGENS[0], math.ceil(clients / 250)))
+    in_flight = str(max(1, 200 // nproc))
     sizes = [clients // nproc + (1 if i < clients % nproc else 0) for i in range(nproc)]
     gens = []
     for i, n in enumerate(sizes):
         node_flags = os.environ.get("BENCH_LOADGEN_NODE_FLAGS", "").split()  # e.g. --cpu-prof
         cmd = pinned(["node", *node_flags, str(LOADGEN), "--url", url, "--count", str(n),
                       "--id", str(i),
-                      "--deflate", "1" if deflate else "0", "--concurrency", "50",
+                      "--deflate", "1" if deflate else "0", "--concurrency", in_flight,
                       "--client", LOADGEN_CLIENT[0],
                       "--maxlife", "900"], CLIENT_CORES[0])
         proc = await procs.start(cmd, stdin=True, log=log)
@@ -575,8 +579,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "default) or sio (the official socket.io-client)")
     p.add_argument("--client-cores", choices=("1", "all"), default="1",
                    help="load generators and upstream on core 1 (default) or on any core")
-    p.add_argument("--loadgens", type=int, default=4,
-                   help="at most this many load generator processes (default 4)")
+    p.add_argument("--loadgens", type=int, default=1,
+                   help="at most this many load generator processes (default 1)")
     p.add_argument("--chunks", type=int, default=500)
     p.add_argument("--interval", type=float, default=0.02, help="paced: seconds between deltas")
     p.add_argument("--modes", default="paced,unpaced")
