@@ -159,9 +159,9 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
     - its heartbeat is a timer.
 
     engine.io's socket instead keeps, per connection, a packet queue (four deques), a writer
-    task, a task per frame read and a task per ping: together about 10 KB per connection and
-    a hop through the queue per packet (docs/performance.md, "Connections and memory"). What
-    the client sees on the wire is the same Engine.IO 4 protocol.
+    task, a task per frame read and a task per ping: about 8 KB per connection and a hop
+    through the queue per packet (docs/performance.md, "What changed in the third session").
+    What the client sees on the wire is the same Engine.IO 4 protocol.
 
     Until its websocket opens (and if the request that asked for it turns out not to be a
     websocket upgrade) it behaves as engine.io's socket. Upgrades from long-polling, and

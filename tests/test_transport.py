@@ -4,6 +4,11 @@ long-polling clients seeing the same thing, heartbeats, frames that are not Engi
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import os
+import socket
+import struct
 from typing import Any
 
 import aiohttp
@@ -150,3 +155,84 @@ async def test_a_frame_that_is_not_engine_io_closes_only_that_connection(
     await other.wait_for("ai-end")
     assert other.answers()[-1]["content"] == "still here"
     await other.close()
+
+
+class StuckReader:
+    """A websocket client that registers and then stops reading, with a small receive buffer:
+    a browser tab frozen by the OS, or a client on a link that died without a reset."""
+
+    def __init__(self, url: str) -> None:
+        self.host, port = url.removeprefix("http://").split(":")
+        self.port = int(port)
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def register(self, name: str) -> str:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (self.host, self.port))
+        reader, self.writer = await asyncio.open_connection(sock=sock)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.writer.write(
+            f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        assert (await self._text(reader)).startswith("0{")
+        self._send("40")
+        assert (await self._text(reader)).startswith("40{")
+        self._send("421" + json.dumps(["register", {"name": name}]))
+        while not (text := await self._text(reader)).startswith("431"):
+            pass  # join notices of others, if any
+        ack = json.loads(text[3:])[0]
+        assert ack["ok"], ack
+        self.writer.transport.pause_reading()  # and never reads again
+        return str(ack["user_id"])
+
+    def _send(self, text: str) -> None:
+        """One masked text frame (payloads here are under 126 bytes)."""
+        payload, mask = text.encode(), os.urandom(4)
+        assert len(payload) < 126 and self.writer is not None
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+
+    @staticmethod
+    async def _text(reader: asyncio.StreamReader) -> str:
+        head = await reader.readexactly(2)
+        size = head[1] & 0x7F
+        if size == 126:
+            size = struct.unpack("!H", await reader.readexactly(2))[0]
+        elif size == 127:
+            size = struct.unpack("!Q", await reader.readexactly(8))[0]
+        return (await reader.readexactly(size)).decode()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.transport.abort()
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_nobody_else_misses_anything(
+    start_server: StartServer, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+):
+    """The server does not buffer without bound for a client that stopped reading: once it is
+    SLOW_CLIENT_BYTES behind it is dropped (it would reconnect and get the room's state), and
+    the others get the whole answer."""
+    monkeypatch.setattr("server.sockets.SLOW_CLIENT_BYTES", 256 * 1024)
+    server = await start_server()
+    reader = Peer(server.url, "Reader")
+    await reader.join()
+    stuck = StuckReader(server.url)
+    try:
+        await stuck.register("Stuck")
+        await reader.wait_for("join", where=lambda d: d["name"] == "Stuck")
+        chunks = [f"{i:04d}" + "x" * 4092 for i in range(500)]  # 2 MB in 4 KB deltas
+        upstream.enqueue(Text("".join(chunks), chunks=chunks, delay=0))
+        await reader.say("a long one")
+        await reader.wait_for("ai-end", timeout=30)
+        assert reader.streamed(reader.answers()[0]["id"]) == "".join(chunks)
+        await reader.wait_for("leave", where=lambda d: d["name"] == "Stuck")
+        assert [u["name"] for u in server.room.users()] == ["Reader"]
+    finally:
+        stuck.close()
+        await reader.close()
