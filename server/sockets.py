@@ -247,6 +247,8 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
                 break
             except Exception:
                 logger.exception("error handling a packet from %s", self.sid)
+            if self.closed:  # closed by the server while handling it: close the websocket too
+                break
         await sock.close()
         await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
 
@@ -254,7 +256,8 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
 class RoomServer(socketio.AsyncServer):  # type: ignore[misc]
     """python-socketio's server with Roundtable's websocket transport: permessage-deflate
     refused and connections that are websockets from the start served by DirectSocket, unless
-    `compression` is on (then engine.io's own websocket and socket are used unchanged)."""
+    `compression` is on (then engine.io's own websocket and socket are used unchanged). A
+    connection that sends a Socket.IO packet python-socketio cannot act on is closed."""
 
     def __init__(self, *args: Any, compression: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -269,6 +272,32 @@ class RoomServer(socketio.AsyncServer):  # type: ignore[misc]
             # anything runs on it (its first ping and its websocket come after this event)
             sock.__class__ = DirectSocket
         return await super()._handle_eio_connect(eio_sid, environ)
+
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        if eio_sid not in self._binary_packet and _malformed(self.packet_class, data):
+            # what socket.io's Node server does on a parse error; python-socketio would log a
+            # traceback for every such packet and keep the connection
+            logger.info("closing a connection that sent a malformed Socket.IO packet")
+            await self.eio.disconnect(eio_sid)
+            return
+        await super()._handle_eio_message(eio_sid, data)
+
+
+def _malformed(packet_class: Any, data: Any) -> bool:
+    """True if `data` is not a Socket.IO packet python-socketio can act on."""
+    try:
+        pkt = packet_class(encoded_packet=data)
+    except Exception:
+        return True
+    kind, args = pkt.packet_type, pkt.data
+    if kind in (socketio.packet.EVENT, socketio.packet.BINARY_EVENT):
+        # a list led by its name; an unknown name (a number, null) is ignored later, but a
+        # list or object in its place is something python-socketio cannot even look up
+        return not (isinstance(args, list) and args and not isinstance(args[0], list | dict))
+    if kind in (socketio.packet.ACK, socketio.packet.BINARY_ACK):
+        return not isinstance(args, list)
+    return kind not in (socketio.packet.CONNECT, socketio.packet.DISCONNECT)
 
 
 def _asks_for_websocket(environ: dict[str, Any]) -> bool:

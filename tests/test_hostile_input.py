@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -395,19 +396,40 @@ async def test_extra_arguments_are_refused_with_an_error(
     assert ack["ok"] is False and ack["code"] == "invalid_payload"
 
 
-async def test_garbage_frames_do_not_disturb_anyone(server: RunningServer, crowd: Crowd):
-    """Engine.IO messages that are not valid Socket.IO packets, or valid packets with nonsense
-    data: python-socketio logs them; the sender stays connected, the others see nothing."""
+async def test_packets_that_mean_nothing_are_ignored(server: RunningServer, crowd: Crowd):
+    """Well-formed Socket.IO packets with nothing behind them (a number or null as event name,
+    an event for a namespace nobody joined, acks nobody asked for): the sender stays
+    connected, the others see nothing."""
     alice, mallory = await crowd.room(server, "Alice", "Mallory")
     seen = len(alice.events)
-    for frame in ["2[]", "2{}", '2"x"', "2[1]", "2", "9", "2[null]", '2/nowhere,["message"]',
-                  "21[]", "3[]", "31[1]", "4", "2[[\"message\"]]", "2[\"message\"", "x" * 5000]:
+    for frame in ["2[1]", "2[null]", '2/nowhere,["message"]', "3[]", "31[1]",
+                  '2["no-such-event",1]']:
         await mallory.sio.eio.send(frame)
     assert (await mallory.call("stop")) == {"ok": True, "stopped": False}
     await quiet_for(alice, seen)
     await mallory.say("still works")
     await alice.wait_for("ai-end")
     assert alice.answers()[-1]["content"] == "Echo: [Mallory] still works"
+
+
+@pytest.mark.parametrize("frame", [
+    "2[]", "2{}", '2"x"', "2", "9", "21[]", "4", '2[["message"]]', '2[{}]', '2["message"',
+    "x" * 5000,
+])
+async def test_a_packet_that_cannot_be_decoded_closes_only_its_senders_connection(
+    server: RunningServer, crowd: Crowd, frame: str, caplog: pytest.LogCaptureFixture
+):
+    """Engine.IO messages that are not Socket.IO packets python-socketio can act on close the
+    sender's connection (as socket.io's Node server does on a parse error): the others see it
+    leave, nothing is logged as an error, and the room goes on."""
+    alice, mallory = await crowd.room(server, "Alice", "Mallory")
+    await mallory.sio.eio.send(frame)
+    await alice.wait_for("leave", where=lambda d: d["name"] == "Mallory")
+    assert [u["name"] for u in server.room.users()] == ["Alice"]
+    await alice.say("still works")
+    await alice.wait_for("ai-end")
+    assert alice.answers()[-1]["content"] == "Echo: [Alice] still works"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 # ----- property-based: arbitrary payloads to every handler -----
