@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 
+from .batching import HeldEvent
 from .room import Room
 from .roster import RoomError
 
@@ -69,7 +70,7 @@ class SocketEmitter:
         direct, packets = self._encode(event, data)
         await self._deliver((sid, direct, packets) for sid in to)
 
-    async def emit_many(self, events: Sequence[tuple[str, Any, Collection[str]]]) -> None:
+    async def emit_many(self, events: Sequence[HeldEvent]) -> None:
         """Several events in order; a direct websocket gets all of its frames in one write.
 
         Recipients that get the same events share one joined frame (in a presence batch that
