@@ -197,7 +197,6 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
     last_ping: float | None
     connected: bool
     roundtable_transport: asyncio.Transport | None = None
-    pong_missed = False
     _ping_timer: asyncio.TimerHandle | None = None
 
     async def send(self, pkt: engineio.packet.Packet) -> None:
@@ -217,14 +216,14 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
     def schedule_ping(self) -> None:
         if self.last_ping:  # only once the previous ping was answered, as engine.io does
             self.last_ping = None
-            self._set_timer(self.server.ping_interval, self._ping)
-
-    def _set_timer(self, delay: float, callback: Callable[[], None]) -> None:
-        if self._ping_timer is not None:
-            self._ping_timer.cancel()
-        self._ping_timer = asyncio.get_running_loop().call_later(delay, callback)
+            loop = asyncio.get_running_loop()
+            self._ping_timer = loop.call_later(self.server.ping_interval, self._ping)
 
     def _ping(self) -> None:
+        # A pong that does not come in time is noticed by engine.io's service task, which
+        # checks every socket once per ping timeout and closes the session (the fan-out does
+        # not look at the heartbeat); the handler closes the websocket at its next frame, or
+        # when its read times out.
         self._ping_timer = None
         if self.closing or self.closed:
             return
@@ -234,17 +233,6 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
             self.queue.put_nowait(pkt)
         else:
             self._write(pkt)
-            self._set_timer(self.server.ping_timeout, self._pong_overdue)
-
-    def _pong_overdue(self) -> None:
-        """No pong within the ping timeout: the client is gone. The fan-out writes to open
-        transports without looking at the heartbeat, so end the transport now rather than at
-        the next packet as engine.io does; the handler then closes the session."""
-        self._ping_timer = None
-        transport = self.roundtable_transport
-        if self.last_ping and transport is not None and not self.closed:
-            self.pong_missed = True
-            transport.abort()
 
     async def close(
         self, wait: bool = True, abort: bool = False, reason: str | None = None
@@ -274,7 +262,7 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
             try:
                 msg = await sock.receive(timeout=timeout)
             except TimeoutError:
-                self.pong_missed = True  # not a word, not even a pong, for that long
+                reason = self.server.reason.PING_TIMEOUT  # not a word, not even a pong
                 break
             except asyncio.CancelledError:
                 break  # the server is stopping
@@ -295,8 +283,6 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
             if self.closed:  # closed by the server while handling it: close the websocket too
                 break
         await sock.close()
-        if self.pong_missed:
-            reason = self.server.reason.PING_TIMEOUT
         await self.close(wait=False, abort=True, reason=reason)
 
 

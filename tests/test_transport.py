@@ -107,7 +107,8 @@ async def test_the_emitter_forgets_connections_that_went_away(start_server: Star
         await peer.say(f"hi {i}")
         await peer.close()
     await stay.wait_for("leave", count=5)
-    assert set(server.app[HANDLERS_KEY]._emitter._routes) == {stay.sio.get_sid()}
+    emitter = server.app[HANDLERS_KEY]._emitter
+    assert set(emitter._routes) == set(emitter._direct) == {stay.sio.get_sid()}
     await stay.close()
 
 
@@ -134,6 +135,41 @@ async def test_heartbeats_keep_answering_clients_and_drop_silent_ones(start_serv
             assert [u["name"] for u in server.room.users()] == ["Steady"]
         finally:
             await asyncio.gather(steady.close(), hung.close())
+
+
+async def test_a_client_that_talks_but_never_answers_pings_is_dropped_and_disconnected(
+    start_server: StartServer, upstream: FakeUpstream
+):
+    """Traffic is not a pong: a client sending packets but ignoring pings loses its connection
+    after the ping timeout even while an answer streams, and the others carry on."""
+    server = await start_server()
+    eio = server.app[SIO_KEY].eio
+    eio.ping_interval, eio.ping_timeout = 0.3, 0.3
+    async with aiohttp.ClientSession() as session:
+        steady = WirePeer(server.url, session, "Steady")
+        deaf = WirePeer(server.url, session, "Deaf")
+        try:
+            await steady.join()
+            await deaf.join()
+            deaf.frozen = True
+            answer = " ".join(f"w{i}" for i in range(60))
+            upstream.enqueue(Text(answer, delay=0.03))
+            await steady.call("message", {"content": "go"})
+
+            async def chatter() -> None:  # Engine.IO noops: traffic, but no pong
+                while deaf.connected:
+                    await deaf._ws.send_str("6")
+                    await asyncio.sleep(0.1)
+
+            talking = asyncio.create_task(chatter())
+            await wait_until(lambda: not deaf.connected, timeout=3, what="Deaf disconnected")
+            await talking
+            assert [u["name"] for u in steady.of("leave")] == ["Deaf"]
+            await steady.wait_for("ai-end", timeout=10)
+            assert steady.streamed(steady.of("message-start")[-1]["id"]) == answer
+            assert [u["name"] for u in server.room.users()] == ["Steady"]
+        finally:
+            await asyncio.gather(steady.close(), deaf.close())
 
 
 @pytest.mark.parametrize("frame", [
