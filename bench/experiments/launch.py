@@ -350,7 +350,8 @@ def apply(variants: list[str]) -> None:
     import server.app as app
     import server.sockets as sockets
 
-    known = {"nodeflate", "uvloop", "coalesce", "fastpath", "notransform", "probe", "slimenv"}
+    known = {"nodeflate", "uvloop", "coalesce", "fastpath", "notransform", "probe", "slimenv",
+             "nowindow"}
     unknown = set(variants) - known
     if unknown:
         raise SystemExit(f"unknown variants: {', '.join(sorted(unknown))}")
@@ -368,6 +369,9 @@ def apply(variants: list[str]) -> None:
         patch_probe()
     if "slimenv" in variants:
         patch_slimenv()
+    if "nowindow" in variants:  # every delta sent as it arrives, whatever the room's size
+        import server.room
+        server.room.BATCH_WINDOW = 0.0
     if "uvloop" in variants:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
