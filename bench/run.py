@@ -385,11 +385,14 @@ async def one_turn(
     cpu1 = u1 + s1
     cores1 = psutil.cpu_times(percpu=True)
     gen1 = sum(sum(p.cpu_times()[:2]) for p in gen_ps)
-    busy = []
+    busy, steal = [], []
     for a, b in zip(cores0, cores1, strict=True):
         total = sum(b) - sum(a)
         idle = (b.idle + getattr(b, "iowait", 0)) - (a.idle + getattr(a, "iowait", 0))
         busy.append(100 * (total - idle) / total if total > 0 else math.nan)
+        # time the hypervisor ran something else on this virtual CPU
+        stolen = getattr(b, "steal", 0) - getattr(a, "steal", 0)
+        steal.append(100 * stolen / total if total > 0 else math.nan)
     last = await up.last()
     sent_ms = [s * 1000 for s in last.get("sent", [])]
     t0 = (last.get("t0") or 0) * 1000
@@ -426,7 +429,7 @@ async def one_turn(
         "upstream_pace_err_p99_ms": pct(pace_err, 99) if pace_err else None,
         # contention: load generators' CPU (% of one core) and how busy each core was overall
         "loadgen_cpu_pct": 100 * (gen1 - gen0) / max(t_b - t_a, 1e-9),
-        "core_busy_pct": busy,
+        "core_busy_pct": busy, "core_steal_pct": steal,
         "upstream_done": last.get("done"),
         # per chunk: when its first client got it (the fan-out's start, as late as the
         # upstream and the server's loop made it) and how long until its last client did
