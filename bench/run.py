@@ -437,6 +437,10 @@ async def one_turn(
         "chunk_first_p99_ms": pct(first, 99) if first else None,
         "chunk_spread_p50_ms": pct(spread, 50) if spread else None,
         "chunk_spread_p99_ms": pct(spread, 99) if spread else None,
+        # when the last client got each of the first 10 chunks; the 10 latest (ms, chunk)
+        "chunk_last_head_ms": [round(a + b, 1) for a, b in zip(first, spread, strict=True)][:10],
+        "chunk_last_worst": sorted((round(a + b, 1), i) for i, (a, b) in
+                                   enumerate(zip(first, spread, strict=True)))[-10:],
     }
 
 
