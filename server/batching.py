@@ -85,6 +85,11 @@ class HeldEvents:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self._window, lambda: self._spawn(self.flush()))
 
+    @property
+    def pending(self) -> bool:
+        """Whether anything is held."""
+        return bool(self._held)
+
     async def flush(self) -> None:
         """Send everything held, in the order it was held."""
         self.cancel()

@@ -281,17 +281,23 @@ class Room:
         if not len(self._roster):
             await self._reset()
 
-    async def _emit(self, event: str, data: Any, skip: Collection[str] = ()) -> None:
-        """Send to everyone in the room but `skip`. In a large room join/leave notices are held
-        for a moment and sent together; anything else first sends what is held, so no event
-        overtakes another."""
+    async def _emit(
+        self, event: str, data: Any, skip: Collection[str] = (), with_next: bool = False
+    ) -> None:
+        """Send to everyone in the room but `skip`. In a large room join/leave notices (and an
+        event sent `with_next`) are held for a moment and sent together; anything else goes
+        out with what is held, in the same write to each person, so no event overtakes
+        another."""
         to = [s for s in self._live if s not in skip] if skip else list(self._live)
         if not to:
             return
-        if event in PRESENCE_EVENTS and len(self._live) >= BATCH_MIN_RECIPIENTS:
+        if (event in PRESENCE_EVENTS or with_next) and len(self._live) >= BATCH_MIN_RECIPIENTS:
             self._presence.hold(event, data, to)
             return
-        await self._presence.flush()
+        if self._presence.pending:
+            self._presence.hold(event, data, to)
+            await self._presence.flush()
+            return
         await self._emitter.emit(event, data, to)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -435,7 +441,8 @@ class Room:
             return
         if not self._announced:
             self._announced = True
-            await self._emit("message-start", answer.to_wire())
+            # in a large room it goes out with the first delta: one write per person, not two
+            await self._emit("message-start", answer.to_wire(), with_next=True)
         for listener in self._listeners.get(answer.reply_to or "", ()):
             listener.put_nowait(text)
         await self._deltas.add(text)

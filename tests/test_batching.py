@@ -42,9 +42,11 @@ async def test_no_window_means_every_delta_at_once():
     assert sent == ["a", "b", "c"]
 
 
-async def run_room(people: int, burst: int) -> tuple[Recorder, Room]:
+async def run_room(
+    people: int, burst: int, recorder: Recorder | None = None
+) -> tuple[Recorder, Room]:
     provider = ScriptedProvider()
-    recorder = Recorder()
+    recorder = recorder or Recorder()
     room = Room(provider, await provider.open(), recorder)
     await room.start()
     for i in range(people):
@@ -86,10 +88,29 @@ class CountingRecorder(Recorder):
     def __init__(self) -> None:
         super().__init__()
         self.batches: list[int] = []
+        self.batched: list[list[str]] = []  # the event names of each batch
 
     async def emit_many(self, events):  # type: ignore[no-untyped-def]
         self.batches.append(len(events))
+        self.batched.append([event for event, _, _ in events])
         await super().emit_many(events)
+
+
+async def test_a_large_room_gets_an_answers_start_and_first_delta_in_one_write():
+    recorder = CountingRecorder()
+    _, room = await run_room(BATCH_MIN_RECIPIENTS, burst=3, recorder=recorder)
+    assert ["message-start", "message-delta"] in recorder.batched
+    names = recorder.events("s1")
+    assert names[names.index("message-start") + 1] == "message-delta"
+    assert "".join(d["delta"] for d in recorder.data("s1", "message-delta")) == "0 1 2 "
+    await room.close()
+
+
+async def test_a_small_room_gets_an_answers_start_at_once():
+    recorder = CountingRecorder()
+    _, room = await run_room(3, burst=3, recorder=recorder)
+    assert recorder.batched == [] and "message-start" in recorder.events("s1")
+    await room.close()
 
 
 async def large_room(recorder: Recorder) -> Room:
@@ -122,7 +143,9 @@ async def test_a_join_storm_in_a_large_room_arrives_whole_in_order_and_together(
         assert joins == newcomers[i + 1:]
         listed = [u["name"] for u in welcomes[f"n{i}"]["users"]]
         assert listed[-(i + 1):] == newcomers[: i + 1]
-    assert sum(recorder.batches) == 30 and len(recorder.batches) < 30  # held, then together
+    # held, then together; the message that ended the wait went out in the same write
+    assert sum(recorder.batches) == 31 and len(recorder.batches) < 30
+    assert recorder.batched[-1][-1] == "message"
     await room.close()
 
 
