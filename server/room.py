@@ -114,7 +114,9 @@ class Room:
         self._roster = Roster(
             self.limits.max_name_length, self.limits.max_participants, (profile.name,)
         )
-        self._live: set[str] = set()  # registered sids that receive room traffic
+        # registered sids that receive room traffic, in the order they joined: the fan-out
+        # writes in that order, as socket.io's rooms do (docs/performance.md)
+        self._live: dict[str, None] = {}
         self._transcript: list[Message] = []
         self._version = 0  # bumped on every transcript change
         self._ids: set[str] = set()
@@ -199,7 +201,7 @@ class Room:
                 await self._emitter.emit("message-start", self._answer.to_wire(), [sid])
         for waiting in self._waiting.values():  # shown live to those present when sent
             await self._emitter.emit("message", waiting.to_wire(), [sid])
-        self._live.add(sid)
+        self._live[sid] = None
         if len(person.sids) == 1:
             await self._emit("join", {"user_id": person.user_id, "name": person.name}, skip={sid})
             logger.info("%s joined (%d online)", person.name, len(self._roster))
@@ -272,7 +274,7 @@ class Room:
 
     async def leave(self, sid: str) -> None:
         """Forget a connection; when a person's last one goes, tell the others."""
-        self._live.discard(sid)
+        self._live.pop(sid, None)
         person = self._roster.unbind(sid)
         if person is None:
             return
