@@ -110,10 +110,14 @@ def server_command(impl: str, port: int, upstream: str) -> tuple[list[str], dict
 
 
 def worktree(rev: str) -> Path:
-    """A checkout of `rev` (made once, kept under bench/results/, which git ignores)."""
-    path = RESULTS / f"rev-{rev}"
+    """A checkout of `rev` (made once per commit, kept under bench/results/, which git
+    ignores). Named by the commit it resolves to, so `HEAD` or a branch is never served from
+    an older checkout."""
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    path = RESULTS / f"rev-{sha[:12]}"
     if not path.exists():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), rev],
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), sha],
                        check=True, capture_output=True)
     return path
 
