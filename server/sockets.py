@@ -306,7 +306,6 @@ class RoomServer(socketio.AsyncServer):  # type: ignore[misc]
             sock.__class__ = DirectSocket
         return await super()._handle_eio_connect(eio_sid, environ)
 
-
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         if eio_sid not in self._binary_packet and _malformed(self.packet_class, data):
             # what socket.io's Node server does on a parse error; python-socketio would log a

@@ -10,6 +10,8 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -112,29 +114,38 @@ async def test_the_emitter_forgets_connections_that_went_away(start_server: Star
     await stay.close()
 
 
+@asynccontextmanager
+async def steady_and(
+    start_server: StartServer, name: str, ping_interval: float, ping_timeout: float
+) -> AsyncIterator[tuple[Any, WirePeer, WirePeer]]:
+    """A server with a fast heartbeat, and two registered wire clients: "Steady" and `name`."""
+    server = await start_server()
+    eio = server.app[SIO_KEY].eio
+    eio.ping_interval, eio.ping_timeout = ping_interval, ping_timeout  # for new connections
+    async with aiohttp.ClientSession() as session:
+        steady = WirePeer(server.url, session, "Steady")
+        other = WirePeer(server.url, session, name)
+        try:
+            await steady.join()
+            await other.join()
+            yield server, steady, other
+        finally:
+            await asyncio.gather(steady.close(), other.close())
+
+
 async def test_heartbeats_keep_answering_clients_and_drop_silent_ones(start_server: StartServer):
     """Engine.IO pings reach websocket clients on schedule; a client that stops answering is
     dropped after the ping timeout, the others are told it left, and the rest stay."""
-    server = await start_server()
-    eio = server.app[SIO_KEY].eio
-    eio.ping_interval, eio.ping_timeout = 0.2, 0.3  # for the connections made from here on
-    async with aiohttp.ClientSession() as session:
-        steady = WirePeer(server.url, session, "Steady")
-        hung = WirePeer(server.url, session, "Hung")
-        try:
-            await steady.join()
-            await hung.join()
-            await wait_until(lambda: hung.pings >= 2, timeout=3, what="two pings")
-            hung.frozen = True  # stops answering
-            await wait_until(lambda: steady.of("leave"), timeout=3, what="Hung dropped")
-            assert [u["name"] for u in steady.of("leave")] == ["Hung"]
-            pings = steady.pings
-            await asyncio.sleep(1.2)  # six more ping intervals
-            assert steady.pings >= pings + 4
-            assert steady.connected
-            assert [u["name"] for u in server.room.users()] == ["Steady"]
-        finally:
-            await asyncio.gather(steady.close(), hung.close())
+    async with steady_and(start_server, "Hung", 0.2, 0.3) as (server, steady, hung):
+        await wait_until(lambda: hung.pings >= 2, timeout=3, what="two pings")
+        hung.frozen = True  # stops answering
+        await wait_until(lambda: steady.of("leave"), timeout=3, what="Hung dropped")
+        assert [u["name"] for u in steady.of("leave")] == ["Hung"]
+        pings = steady.pings
+        await asyncio.sleep(1.2)  # six more ping intervals
+        assert steady.pings >= pings + 4
+        assert steady.connected
+        assert [u["name"] for u in server.room.users()] == ["Steady"]
 
 
 async def test_a_client_that_talks_but_never_answers_pings_is_dropped_and_disconnected(
@@ -142,34 +153,24 @@ async def test_a_client_that_talks_but_never_answers_pings_is_dropped_and_discon
 ):
     """Traffic is not a pong: a client sending packets but ignoring pings loses its connection
     after the ping timeout even while an answer streams, and the others carry on."""
-    server = await start_server()
-    eio = server.app[SIO_KEY].eio
-    eio.ping_interval, eio.ping_timeout = 0.3, 0.3
-    async with aiohttp.ClientSession() as session:
-        steady = WirePeer(server.url, session, "Steady")
-        deaf = WirePeer(server.url, session, "Deaf")
-        try:
-            await steady.join()
-            await deaf.join()
-            deaf.frozen = True
-            answer = " ".join(f"w{i}" for i in range(60))
-            upstream.enqueue(Text(answer, delay=0.03))
-            await steady.call("message", {"content": "go"})
+    async with steady_and(start_server, "Deaf", 0.3, 0.3) as (server, steady, deaf):
+        deaf.frozen = True
+        answer = " ".join(f"w{i}" for i in range(60))
+        upstream.enqueue(Text(answer, delay=0.03))
+        await steady.call("message", {"content": "go"})
 
-            async def chatter() -> None:  # Engine.IO noops: traffic, but no pong
-                while deaf.connected:
-                    await deaf._ws.send_str("6")
-                    await asyncio.sleep(0.1)
+        async def chatter() -> None:  # Engine.IO noops: traffic, but no pong
+            while deaf.connected:
+                await deaf._ws.send_str("6")
+                await asyncio.sleep(0.1)
 
-            talking = asyncio.create_task(chatter())
-            await wait_until(lambda: not deaf.connected, timeout=3, what="Deaf disconnected")
-            await talking
-            assert [u["name"] for u in steady.of("leave")] == ["Deaf"]
-            await steady.wait_for("ai-end", timeout=10)
-            assert steady.streamed(steady.of("message-start")[-1]["id"]) == answer
-            assert [u["name"] for u in server.room.users()] == ["Steady"]
-        finally:
-            await asyncio.gather(steady.close(), deaf.close())
+        talking = asyncio.create_task(chatter())
+        await wait_until(lambda: not deaf.connected, timeout=3, what="Deaf disconnected")
+        await talking
+        assert [u["name"] for u in steady.of("leave")] == ["Deaf"]
+        await steady.wait_for("ai-end", timeout=10)
+        assert steady.streamed(steady.of("message-start")[-1]["id"]) == answer
+        assert [u["name"] for u in server.room.users()] == ["Steady"]
 
 
 @pytest.mark.parametrize("frame", [
