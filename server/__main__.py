@@ -13,6 +13,7 @@ from aiohttp import web
 from .app import create_app
 from .config import ConfigError, load_settings
 from .local_model import LocalModelError
+from .rooms import RoomsFileError
 from .tools import ToolError
 
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app = create_app(settings)
         loop = new_event_loop(settings.event_loop)
-    except (ToolError, ConfigError) as exc:
+    except (ToolError, ConfigError, RoomsFileError) as exc:
         print(f"roundtable: configuration error: {exc}", file=sys.stderr)
         return 2
     model = settings.openai_model

@@ -12,12 +12,14 @@ import socketio
 from aiohttp import web
 
 from .config import Settings
-from .http import OriginPolicy, StreamRoute, index_handler
 from .local_model import LocalModelServer
 from .providers import OpenAISettings, Provider, create_provider
-from .room import Room, RoomLimits
-from .sockets import RoomHandlers, RoomServer, SocketEmitter
+from .rooms import RegistryPolicy, Room, RoomConfig, RoomLimits, RoomRegistry, load_rooms_file
 from .tools import ToolRegistry, load_registry
+from .transport.emitter import SocketEmitter
+from .transport.engine import NAMESPACE, RoomServer
+from .transport.handlers import RoomHandlers
+from .transport.http import OriginPolicy, StreamRoute, index_handler, rooms_handler
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +27,11 @@ WEB_DIST = Path(__file__).resolve().parent.parent / "client" / "web" / "dist"
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 SIO_KEY = web.AppKey("sio", socketio.AsyncServer)
-ROOM_KEY = web.AppKey("room", Room)
+ROOMS_KEY = web.AppKey("rooms", RoomRegistry)
 PROVIDER_KEY = web.AppKey("provider", Provider)
 LOCAL_MODEL_KEY = web.AppKey("local_model", LocalModelServer)
 HANDLERS_KEY = web.AppKey("handlers", RoomHandlers)
+EMITTER_KEY = web.AppKey("emitter", SocketEmitter)
 
 
 def provider_settings(settings: Settings) -> OpenAISettings:
@@ -46,15 +49,31 @@ def provider_settings(settings: Settings) -> OpenAISettings:
     )
 
 
+def room_limits(settings: Settings) -> RoomLimits:
+    """The per-room limits from the settings."""
+    return RoomLimits(
+        max_name_length=settings.max_name_length,
+        max_message_length=settings.max_message_length,
+        max_queued_turns=settings.max_queued_turns,
+        max_participants=settings.max_participants,
+        run_timeout=settings.run_timeout,
+        tool_timeout=settings.tool_timeout,
+        max_tool_rounds=settings.tool_max_rounds,
+    )
+
+
 def create_app(settings: Settings, provider: Provider | None = None) -> web.Application:
-    """Build the application; the provider and room are opened in the app's start-up.
-    Raises ToolError when TOOLS_MODULE/TOOLS_ENABLED name something unusable."""
+    """Build the application; the provider and rooms are opened in the app's start-up.
+    Raises ToolError when TOOLS_MODULE/TOOLS_ENABLED name something unusable, and
+    RoomsFileError when ROOMS_FILE cannot be used."""
     tools = load_registry(settings.tools_enabled, settings.tools_module)
+    policy = RegistryPolicy(settings.default_room, settings.max_rooms, settings.rooms_ad_hoc,
+                            load_rooms_file(settings.rooms_file))
     app = web.Application()
-    policy = OriginPolicy(settings.cors_origins)
+    origins = OriginPolicy(settings.cors_origins)
     sio = RoomServer(
         async_mode="aiohttp",
-        cors_allowed_origins=policy,
+        cors_allowed_origins=origins,
         logger=False,
         engineio_logger=False,
         max_http_buffer_size=settings.max_payload_bytes,
@@ -63,28 +82,35 @@ def create_app(settings: Settings, provider: Provider | None = None) -> web.Appl
     sio.attach(app)
     app[SETTINGS_KEY] = settings
     app[SIO_KEY] = sio
-    def room_of() -> Room:
-        return app[ROOM_KEY]
 
-    emitter = SocketEmitter(sio)
+    def registry() -> RoomRegistry:
+        return app[ROOMS_KEY]
+
+    emitter = app[EMITTER_KEY] = SocketEmitter(sio)
     handlers = RoomHandlers(
-        sio, room_of, emitter, settings.room_password, settings.rate_limit_per_minute
+        sio, registry, emitter, settings.room_password, settings.rate_limit_per_minute
     )
     handlers.attach()
     app[HANDLERS_KEY] = handlers
-    app.cleanup_ctx.append(_room_context(provider, tools, emitter))
+    app.cleanup_ctx.append(_rooms_context(provider, tools, emitter, policy))
     app.on_shutdown.append(_disconnect_everyone)
-    stream = StreamRoute(room_of, policy)
+    stream = StreamRoute(registry, origins)
     app.router.add_post("/stream", stream.post)
     app.router.add_route("OPTIONS", "/stream", stream.preflight)
     app.router.add_get("/healthz", _health)
-    app.router.add_get("/", index_handler(WEB_DIST))
+    app.router.add_get("/api/rooms", rooms_handler(registry, settings.room_password))
+    index = index_handler(WEB_DIST)
+    app.router.add_get("/", index)
+    app.router.add_get("/r/{room}", index)
     if WEB_DIST.is_dir():
         app.router.add_static("/", WEB_DIST, show_index=False)
     return app
 
 
-def _room_context(injected: Provider | None, tools: ToolRegistry, emitter: SocketEmitter) -> Any:
+def _rooms_context(
+    injected: Provider | None, tools: ToolRegistry, emitter: SocketEmitter,
+    policy: RegistryPolicy,
+) -> Any:
     async def context(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
         local = None
@@ -95,21 +121,16 @@ def _room_context(injected: Provider | None, tools: ToolRegistry, emitter: Socke
         else:
             provider = injected or create_provider(settings.llm_api, provider_settings(settings))
         profile = await provider.open()
-        limits = RoomLimits(
-            max_name_length=settings.max_name_length,
-            max_message_length=settings.max_message_length,
-            max_queued_turns=settings.max_queued_turns,
-            max_participants=settings.max_participants,
-            run_timeout=settings.run_timeout,
-            tool_timeout=settings.tool_timeout,
-            max_tool_rounds=settings.tool_max_rounds,
-        )
-        room = Room(provider, profile, emitter, limits, tools=tools)
-        app[PROVIDER_KEY], app[ROOM_KEY] = provider, room
-        await room.start()
-        logger.info("room ready: assistant %r via %s", profile.name, settings.llm_api)
+        limits = room_limits(settings)
+
+        def make_room(config: RoomConfig) -> Room:
+            return Room(provider, profile, emitter, limits, tools=tools, config=config)
+
+        app[PROVIDER_KEY] = provider
+        app[ROOMS_KEY] = RoomRegistry(make_room, policy)
+        logger.info("rooms ready: assistant %r via %s", profile.name, settings.llm_api)
         yield
-        await _close_room(app)
+        await _close_rooms(app)
         await provider.close()
         if local is not None:
             await local.stop()
@@ -117,29 +138,31 @@ def _room_context(injected: Provider | None, tools: ToolRegistry, emitter: Socke
     return context
 
 
-async def _close_room(app: web.Application) -> None:
-    """Cancel any run and delete the thread, within the shutdown time budget."""
+async def _close_rooms(app: web.Application) -> None:
+    """Cancel every run and delete every room's thread, within the shutdown time budget."""
     timeout = app[SETTINGS_KEY].shutdown_timeout
     try:
-        await asyncio.wait_for(app[ROOM_KEY].close(), timeout)
+        await asyncio.wait_for(app[ROOMS_KEY].close(), timeout)
     except TimeoutError:
         logger.warning("room clean-up took longer than %ss; giving up", timeout)
 
 
 async def _disconnect_everyone(app: web.Application) -> None:
-    """Close the room, then every socket, so aiohttp need not wait for open websockets."""
+    """Close the rooms, then every socket, so aiohttp need not wait for open websockets."""
     sio = app[SIO_KEY]
-    await _close_room(app)
-    sids = [sid for sid, _ in sio.manager.get_participants("/", None)]
+    await _close_rooms(app)
+    sids = [sid for sid, _ in sio.manager.get_participants(NAMESPACE, None)]
     await asyncio.gather(*(sio.disconnect(sid) for sid in sids), return_exceptions=True)
     await app[HANDLERS_KEY].close()
+    await app[EMITTER_KEY].close()
     await sio.shutdown()
 
 
 async def _health(request: web.Request) -> web.Response:
-    room = request.app[ROOM_KEY]
+    registry = request.app[ROOMS_KEY]
     settings = request.app[SETTINGS_KEY]
     return web.json_response(
-        {"status": "ok", "users": len(room.users()), "busy": room.busy,
-         "provider": settings.llm_api}
+        {"status": "ok", "users": registry.people(),
+         "busy": any(room.busy for room in registry.open_rooms()),
+         "rooms": len(registry.open_rooms()), "provider": settings.llm_api}
     )

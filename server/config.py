@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .rooms.config import ROOM_NAME
+
 LLM_APIS = ("responses", "assistants", "chat", "local")
 
 
@@ -69,6 +71,13 @@ def _url(raw: str) -> str:
     if value and not value.startswith(("http://", "https://")):
         raise ValueError(f"must start with http:// or https://, got {raw!r}")
     return value.rstrip("/")
+
+
+def _room(raw: str) -> str:
+    value = raw.strip().lower()
+    if not ROOM_NAME.match(value):
+        raise ValueError(f"a room name is 1 to 40 characters of a-z, 0-9, '-' and '_', got {raw!r}")
+    return value
 
 
 def _origins(raw: str) -> tuple[str, ...]:
@@ -163,19 +172,38 @@ class Settings:
         "SHUTDOWN_TIMEOUT", "5", _float_range(0.1, 60), "Seconds allowed for clean-up at shutdown."
     )
     max_participants: int = _setting(
-        "MAX_PARTICIPANTS", "2000", _int_range(1, 1_000_000), "People allowed in the room at once."
+        "MAX_PARTICIPANTS", "2000", _int_range(1, 1_000_000),
+        "People allowed in one room at once (a configured room may set its own).",
+    )
+    default_room: str = _setting(
+        "DEFAULT_ROOM", "main", _room, "The room of clients that name none (and of `/`)."
+    )
+    max_rooms: int = _setting(
+        "MAX_ROOMS", "200", _int_range(1, 100_000),
+        "Rooms that may be open at once; one more is refused with room_limit.",
+    )
+    rooms_file: str = _setting(
+        "ROOMS_FILE", "", _str,
+        "TOML file of configured rooms ([rooms.<name>]: instructions, password, listed, "
+        "max_participants); empty = none.",
+    )
+    rooms_ad_hoc: bool = _setting(
+        "ROOMS_AD_HOC", "true", _bool,
+        "Whether any room name may be opened; false = only DEFAULT_ROOM and configured rooms.",
     )
     rate_limit_per_minute: int = _setting(
         "RATE_LIMIT_PER_MINUTE", "30", _int_range(1, 100_000),
         "Messages one connection may send per minute; more are refused with rate_limited.",
     )
     max_payload_bytes: int = _setting(
-        "MAX_PAYLOAD_BYTES", "100000", _int_range(1024, 100_000_000),
-        "Largest Socket.IO packet a client may send, in bytes.",
+        "MAX_PAYLOAD_BYTES", "1000000", _int_range(1024, 100_000_000),
+        "Largest Socket.IO packet a client may send, in bytes; a larger one closes its "
+        "connection (too-long messages and nicknames below it get their own error).",
     )
     room_password: str = _setting(
         "ROOM_PASSWORD", "", _str,
-        "If set, clients must send it at connect (Socket.IO auth {token}); empty = open room.",
+        "If set, clients must send it at connect (Socket.IO auth {token}) and GET /api/rooms "
+        "as a bearer token; empty = open server.",
         secret=True,
     )
     run_timeout: float = _setting(

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from server.app import ROOM_KEY, SETTINGS_KEY, create_app
+from server.app import ROOMS_KEY, SETTINGS_KEY, create_app
 from server.config import Settings
-from server.room import Room
+from server.rooms import Room, RoomRegistry
 from tests.fake_upstream import FakeUpstream
 from tests.peers import Peer
 
@@ -39,8 +39,15 @@ class RunningServer:
     runner: web.AppRunner
 
     @property
+    def rooms(self) -> RoomRegistry:
+        return self.app[ROOMS_KEY]
+
+    @property
     def room(self) -> Room:
-        return self.app[ROOM_KEY]
+        """The default room (open while anyone is in it)."""
+        room = self.rooms.get(self.settings.default_room)
+        assert room is not None, "the default room is not open: nobody is in it"
+        return room
 
     @property
     def settings(self) -> Settings:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from server.batching import BATCH_MIN_RECIPIENTS, PRESENCE_WINDOW, DeltaBatcher
-from server.room import Room
+from server.rooms.batching import BATCH_MIN_RECIPIENTS, PRESENCE_WINDOW, DeltaBatcher
+from server.rooms import Room
 from tests.test_room import Recorder, ScriptedProvider
 
 
@@ -90,10 +90,10 @@ class CountingRecorder(Recorder):
         self.batches: list[int] = []
         self.batched: list[list[str]] = []  # the event names of each batch
 
-    async def emit_many(self, events):  # type: ignore[no-untyped-def]
+    async def deliver_many(self, events):  # type: ignore[no-untyped-def]
         self.batches.append(len(events))
         self.batched.append([event for event, _, _ in events])
-        await super().emit_many(events)
+        await super().deliver_many(events)
 
 
 async def test_a_large_room_gets_an_answers_start_and_first_delta_in_one_write():

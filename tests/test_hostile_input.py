@@ -295,7 +295,7 @@ async def test_a_room_password_refuses_without_the_right_token(
     await wait_until(lambda: bool(person.refusals), what="the refusal reason")
     [reason] = person.refusals
     assert "password" in reason["message"] and "s3cret" not in json.dumps(reason)
-    assert server.room.users() == []
+    assert server.rooms.people() == 0
 
 
 @pytest.mark.parametrize("auth", [{"token": "s3cret"}, {"password": "s3cret"}])
@@ -343,7 +343,7 @@ async def test_browser_origins(
             with pytest.raises(socketio.exceptions.ConnectionError):
                 await client.connect(server.url, transports=[transport], headers=headers,
                                      wait_timeout=5)
-            assert server.room.users() == []
+            assert server.rooms.people() == 0
     finally:
         if client.connected:
             await client.eio.disconnect(abort=True)

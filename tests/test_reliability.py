@@ -434,12 +434,13 @@ async def test_the_last_person_leaving_mid_answer_cancels_the_run_and_deletes_th
     upstream.enqueue(Text(LONG, delay=0.05))
     await alice.say("a long one please")
     await alice.wait_for("message-delta", count=2)
-    thread = server.room.thread_id
+    room = server.room
+    thread = room.thread_id
     assert thread is not None
     await alice.close()
-    await wait_until(lambda: server.room.thread_id is None and not server.room.busy,
+    await wait_until(lambda: room.thread_id is None and not room.busy,
                      what="the room to reset")
-    assert server.room.transcript == []
+    assert room.transcript == [] and server.rooms.get("main") is None
     await upstream_run_was_cancelled(upstream, llm_api, watch)
     if llm_api == "chat":
         provider = server.app[PROVIDER_KEY]

@@ -11,23 +11,19 @@ import pytest
 
 from server.providers.base import AssistantProfile, RunEvent, RunRequest, TextDelta
 from server.providers.errors import ProviderUnavailable
-from server.room import Room, RoomLimits, run_instructions
-from server.roster import RoomError
+from server.rooms import Fanout, Room, RoomError, RoomLimits, run_instructions
 
 
-class Recorder:
+class Recorder(Fanout):
     """Emitter that records (recipient, event, data) in delivery order."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.sent: list[tuple[str, str, Any]] = []
 
-    async def emit(self, event: str, data: Any, to: Collection[str]) -> None:
+    async def deliver(self, event: str, data: Any, to: Collection[str]) -> None:
         for sid in to:
             self.sent.append((sid, event, data))
-
-    async def emit_many(self, events: Sequence[tuple[str, Any, Collection[str]]]) -> None:
-        for event, data, to in events:
-            await self.emit(event, data, to)
 
     def events(self, sid: str) -> list[str]:
         return [e for s, e, _ in self.sent if s == sid]

@@ -168,17 +168,19 @@ async def test_thread_is_deleted_when_the_last_person_leaves(
     alice, bob = await room_of(peers, "Alice", "Bob")
     await alice.say("hello")
     await settled(bob)
-    thread = server.room.thread_id
+    room = server.room
+    thread = room.thread_id
     assert thread is not None
     await alice.close()
     await bob.wait_for("leave")
-    assert server.room.thread_id == thread
+    assert room.thread_id == thread
     await bob.close()
     for _ in range(100):
-        if server.room.thread_id is None:
+        if room.thread_id is None:
             break
         await asyncio.sleep(0.02)
-    assert server.room.thread_id is None and server.room.transcript == []
+    assert room.thread_id is None and room.transcript == []
+    assert server.rooms.get("main") is None  # the room closed
     if llm_api != "chat":  # the chat provider keeps its thread in the server itself
         assert thread in deleted_threads(upstream, llm_api)
         assert live_threads(upstream, llm_api) == {}
@@ -289,7 +291,7 @@ async def test_health_route(server: RunningServer, peers: Peers, llm_api: str):
     await room_of(peers, "Alice")
     async with aiohttp.ClientSession() as http, http.get(f"{server.url}/healthz") as resp:
         body = await resp.json()
-    assert body == {"status": "ok", "users": 1, "busy": False, "provider": llm_api}
+    assert body == {"status": "ok", "users": 1, "busy": False, "rooms": 1, "provider": llm_api}
 
 
 async def test_a_burst_of_messages_is_answered_in_order_without_conflicts(

@@ -73,7 +73,8 @@ async def test_held_join_notices_reach_websocket_and_polling_clients_whole_and_i
     """In a large room join/leave notices are sent together, several frames in one write to a
     websocket and one by one through engine.io's queue to a polling client (the threshold is
     lowered here so that three people make a large room)."""
-    monkeypatch.setattr("server.room.BATCH_MIN_RECIPIENTS", 2)
+    monkeypatch.setattr("server.rooms.emitter.BATCH_MIN_RECIPIENTS", 2)
+    monkeypatch.setattr("server.rooms.turns.BATCH_MIN_RECIPIENTS", 2)
     server = await start_server()
     ws_peer, poll_peer = Peer(server.url, "Web"), Peer(server.url, "Poll")
     await ws_peer.join()
@@ -264,7 +265,8 @@ async def test_a_client_that_stops_reading_is_dropped_and_nobody_else_misses_any
     """The server does not buffer without bound for a client that stopped reading: once it is
     SLOW_CLIENT_BYTES behind it is dropped (it would reconnect and get the room's state), and
     the others get the whole answer."""
-    monkeypatch.setattr("server.sockets.SLOW_CLIENT_BYTES", 256 * 1024)
+    monkeypatch.setattr("server.transport.emitter.SLOW_CLIENT_BYTES", 256 * 1024)
+    monkeypatch.setattr("server.transport.engine.SLOW_CLIENT_BYTES", 256 * 1024)
     server = await start_server()
     reader = Peer(server.url, "Reader")
     await reader.join()

@@ -69,7 +69,7 @@ def websocket_class(compress: bool) -> type:
 
 def patch_create_app(nodeflate: bool, track: bool) -> None:
     """After the server's own create_app: swap the websocket class on this server's engine.io
-    (per instance, as server/sockets.py does), keeping the server's WS_COMPRESSION choice
+    (per instance, as server/transport/engine.py does), keeping the server's WS_COMPRESSION choice
     unless `nodeflate`."""
     import server.app as app_module
 
@@ -90,18 +90,18 @@ def make_fast_emitter(base: type) -> type:
     import engineio.packet
     import socketio.packet
 
-    from server.sockets import NAMESPACE, ws_frame
+    from server.transport.engine import NAMESPACE, ws_frame
 
     class FastEmitter(base):  # type: ignore[misc, valid-type]
         """Encode once, frame once, transport.write per recipient; no task, no queue."""
 
-        async def emit(self, event: str, data: Any, to: Collection[str]) -> None:
+        async def deliver(self, event: str, data: Any, to: Collection[str]) -> None:
             sio = self._sio
             args = [event] if data is None else [event, data]
             pkt = sio.packet_class(socketio.packet.EVENT, namespace=NAMESPACE, data=args)
             encoded = pkt.encode()
             if isinstance(encoded, list):  # binary attachments: the normal path
-                await super().emit(event, data, to)
+                await super().deliver(event, data, to)
                 return
             frame = ws_frame(("4" + encoded).encode())
             eio_pkt = engineio.packet.Packet(engineio.packet.MESSAGE, data=encoded)
@@ -149,7 +149,7 @@ def make_coalescing_emitter(base: type, window: float) -> type:
             if pending is not None:
                 self._last_flush = asyncio.get_running_loop().time()
                 answer_id, parts, to = pending
-                await base.emit(self, "message-delta",
+                await base.deliver(self, "message-delta",
                                 {"id": answer_id, "delta": "".join(parts)}, to)
 
         def _on_timer(self) -> None:
@@ -157,7 +157,7 @@ def make_coalescing_emitter(base: type, window: float) -> type:
             task = asyncio.ensure_future(self._flush())
             task.add_done_callback(lambda t: t.exception())
 
-        async def emit(self, event: str, data: Any, to: Collection[str]) -> None:
+        async def deliver(self, event: str, data: Any, to: Collection[str]) -> None:
             loop = asyncio.get_running_loop()
             if event == "message-delta":
                 pending = self._pending
@@ -168,13 +168,13 @@ def make_coalescing_emitter(base: type, window: float) -> type:
                 await self._flush()
                 if loop.time() - self._last_flush >= window:
                     self._last_flush = loop.time()
-                    await base.emit(self, event, data, to)
+                    await base.deliver(self, event, data, to)
                     return
                 self._pending = (data["id"], [data["delta"]], list(to))
                 self._timer = loop.call_at(self._last_flush + window, self._on_timer)
                 return
             await self._flush()
-            await base.emit(self, event, data, to)
+            await base.deliver(self, event, data, to)
 
     return CoalescingEmitter
 
@@ -330,9 +330,9 @@ def patch_probe() -> None:
 def patch_slimenv() -> None:
     """After a connection's `connect` handler, keep only what is read later of the WSGI-style
     environ python-socketio stores for it."""
-    import server.sockets as sockets
+    import server.transport.handlers as handlers
 
-    original = sockets.RoomHandlers.connect
+    original = handlers.RoomHandlers.connect
     keep = ("aiohttp.request", "REMOTE_ADDR", "HTTP_ORIGIN", "QUERY_STRING")
 
     async def connect(self: Any, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
@@ -341,14 +341,14 @@ def patch_slimenv() -> None:
         environ.clear()
         environ.update(kept)
 
-    sockets.RoomHandlers.connect = connect  # type: ignore[method-assign]
+    handlers.RoomHandlers.connect = connect  # type: ignore[method-assign]
 
 
 # ----- main -----------------------------------------------------------------------------------
 
 def apply(variants: list[str]) -> None:
     import server.app as app
-    import server.sockets as sockets
+    import server.transport.emitter as emitters
 
     known = {"nodeflate", "uvloop", "coalesce", "fastpath", "notransform", "probe", "slimenv",
              "nowindow"}
@@ -356,7 +356,7 @@ def apply(variants: list[str]) -> None:
     if unknown:
         raise SystemExit(f"unknown variants: {', '.join(sorted(unknown))}")
     patch_create_app("nodeflate" in variants, "fastpath" in variants)
-    emitter: type = sockets.SocketEmitter
+    emitter: type = emitters.SocketEmitter
     if "fastpath" in variants:
         emitter = make_fast_emitter(emitter)
     if "coalesce" in variants:
@@ -370,8 +370,8 @@ def apply(variants: list[str]) -> None:
     if "slimenv" in variants:
         patch_slimenv()
     if "nowindow" in variants:  # every delta sent as it arrives, whatever the room's size
-        import server.room
-        server.room.BATCH_WINDOW = 0.0
+        import server.rooms.turns
+        server.rooms.turns.BATCH_WINDOW = 0.0
     if "uvloop" in variants:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -6,7 +6,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from .messages import is_safe_id, new_id, now_ms
+from ..messages import is_safe_id, new_id, now_ms
 
 
 class RoomError(Exception):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .messages import Message
-from .providers.base import Provider, SupportsHistory
-from .providers.errors import ProviderError
+from ..messages import Message
+from ..providers.base import Provider, SupportsHistory
+from ..providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
 

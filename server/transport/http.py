@@ -1,16 +1,18 @@
-"""HTTP routes besides Socket.IO: health, the web client, and the original client's `/stream`."""
+"""HTTP routes besides Socket.IO: health, the rooms list, the web client, and the original
+client's `/stream`."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from .room import Room
-from .roster import RoomError
+from ..rooms import RoomError, RoomRegistry, room_name
 
 logger = logging.getLogger(__name__)
 
@@ -52,14 +54,15 @@ def _json_error(status: int, code: str, message: str, cors: dict[str, str]) -> w
 class StreamRoute:
     """`POST /stream`: the original client's streaming toggle, through the same room.
 
-    The body is the original client's message object; only `user_id` (which must belong to a
-    person registered over Socket.IO), `content` and `id` are read. The message is shown to the
+    The body is the original client's message object; only `room` (the default room when
+    absent), `user_id` (which must belong to a person registered over Socket.IO in that room),
+    `content` and `id` are read. The message is shown to the
     others and queued like any other; the answer's text streams back as the plain-text response
     body and, as always, to every socket.
     """
 
-    def __init__(self, room_of: Any, policy: OriginPolicy) -> None:
-        self._room_of = room_of
+    def __init__(self, registry: Callable[[], RoomRegistry], policy: OriginPolicy) -> None:
+        self._registry = registry
         self._policy = policy
 
     async def preflight(self, request: web.Request) -> web.Response:
@@ -77,8 +80,13 @@ class StreamRoute:
         if not isinstance(body, dict) or not isinstance(body.get("content"), str) \
                 or not isinstance(body.get("user_id"), str):
             return _json_error(400, "invalid_payload", 'needs {"user_id", "content"}.', cors)
-        room: Room = self._room_of()
+        registry = self._registry()
         try:
+            raw = body.get("room")
+            name = registry.policy.default_room if raw is None else room_name(raw)
+            room = registry.get(name)
+            if room is None:
+                raise RoomError("not_registered", "This user_id is not in that room.")
             _, deltas = await room.post_as(body["user_id"], body["content"], body.get("id"))
         except RoomError as exc:
             status = 403 if exc.code == "not_registered" else 400
@@ -99,9 +107,18 @@ class StreamRoute:
 
 
 def index_handler(dist: Path) -> Any:
-    """`GET /`: the built web client, or a clear note that it is not built."""
+    """`GET /` and `GET /r/<room>`: the built web client (which reads its room from the path),
+    or a clear note that it is not built."""
 
     async def index(request: web.Request) -> web.StreamResponse:
+        raw = request.match_info.get("room")
+        if raw is not None:
+            try:
+                name = room_name(raw)
+            except RoomError as exc:
+                return web.Response(status=404, text=f"No such room: {exc.message}\n")
+            if name != raw:
+                raise web.HTTPMovedPermanently(f"/r/{name}")
         page = dist / "index.html"
         if page.is_file():
             return web.FileResponse(page)
@@ -110,3 +127,29 @@ def index_handler(dist: Path) -> Any:
         )
 
     return index
+
+
+def bearer_ok(request: web.Request, password: str) -> bool:
+    """True when no password is set, or the request carries it as `Authorization: Bearer`."""
+    if not password:
+        return True
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        token.strip().encode(), password.encode()
+    )
+
+
+def rooms_handler(registry: Callable[[], RoomRegistry], password: str) -> Any:
+    """`GET /api/rooms`: the listed rooms, open or configured, with how many people are in each
+    (the server password as a bearer token when ROOM_PASSWORD is set)."""
+
+    async def rooms(request: web.Request) -> web.Response:
+        if not bearer_ok(request, password):
+            return web.json_response(
+                {"code": "unauthorized", "message": "This server needs its password as "
+                 "'Authorization: Bearer <password>'."},
+                status=401, headers={"WWW-Authenticate": "Bearer"},
+            )
+        return web.json_response({"rooms": registry().listing()})
+
+    return rooms

@@ -1,0 +1,275 @@
+"""The turn engine: a FIFO queue of messages to answer, one answer at a time, and stop.
+
+Each answer is a `Turn`, one object holding what the turn is (its message, its answer, whether
+the answer was announced, who stopped it), instead of flags spread over the room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..messages import Message, new_id, now_ms
+from ..providers.base import Provider, RunRequest, ToolCall, ToolResult
+from ..providers.errors import ProviderError, ProviderTimeout
+from ..tools import RoomView, ToolRegistry
+from .batching import BATCH_MIN_RECIPIENTS, BATCH_WINDOW, DeltaBatcher
+from .roster import RoomError
+from .side_channel import SideChannel
+from .transcript import Transcript
+
+logger = logging.getLogger(__name__)
+
+
+class ToolLoopError(ProviderError):
+    """The model would not stop calling tools."""
+
+    user_message = "The assistant gave up: it kept calling tools without answering."
+
+
+@dataclass(frozen=True)
+class TurnLimits:
+    """How long and how far one answer may go, and how many may wait."""
+
+    max_queued_turns: int = 50
+    run_timeout: float = 60.0  # seconds without any sign of life from the provider
+    tool_timeout: float = 10.0
+    max_tool_rounds: int = 5
+
+
+@dataclass(eq=False)
+class Turn:
+    """A user message and, once taken, its answer. `quiet` sids do not get the final
+    message-list (they asked over HTTP and receive the answer in the response body)."""
+
+    message: Message
+    quiet: frozenset[str] = frozenset()
+    answer: Message | None = None
+    announced: bool = False  # message-start went out
+    stopped_by: str | None = None
+    completed: bool = False
+    deltas: DeltaBatcher | None = field(default=None, repr=False)
+
+
+class RoomEmit(Protocol):
+    """The room's emit: to everyone in the room but `skip`."""
+
+    def __call__(
+        self, event: str, data: Any, skip: Collection[str] = (), hold: bool = False
+    ) -> Awaitable[None]: ...
+
+
+class TurnEngine:
+    """Takes turns one at a time, first in first out, and streams each answer to the room."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        transcript: Transcript,
+        emit: RoomEmit,
+        assistant_name: str,
+        instructions: Callable[[str], str],
+        audience: Callable[[], int],
+        tools: ToolRegistry,
+        view: RoomView,
+        side: SideChannel,
+        limits: TurnLimits,
+    ) -> None:
+        self._provider = provider
+        self._transcript = transcript
+        self._emit = emit
+        self._name = assistant_name
+        self._instructions = instructions
+        self._audience = audience
+        self._tools = tools
+        self._view = view
+        self._side = side
+        self._limits = limits
+        self._queued: deque[Turn] = deque()
+        self._wake = asyncio.Event()
+        self.current: Turn | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None
+
+    def queued(self) -> int:
+        return len(self._queued)
+
+    def waiting(self) -> list[Message]:
+        """Messages accepted but not yet in the thread, in order."""
+        return [turn.message for turn in self._queued]
+
+    def start(self) -> None:
+        self._worker = asyncio.create_task(self._work(), name="turn-worker")
+
+    async def close(self) -> None:
+        """Stop the worker, any answer and every timer."""
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def submit(self, turn: Turn) -> int:
+        """Queue a turn; return how many are waiting (refused when the queue is full)."""
+        if len(self._queued) >= self._limits.max_queued_turns:
+            raise RoomError("busy_queue_full", "Too many messages are waiting; try again soon.")
+        self._queued.append(turn)
+        self._wake.set()
+        return len(self._queued)
+
+    def stop(self, by: str) -> bool:
+        """Cancel the answer in progress; False if there is none."""
+        turn, task = self.current, self._task
+        if turn is None or task is None or task.done():
+            return False
+        turn.stopped_by = by
+        task.cancel()
+        return True
+
+    async def reset(self) -> None:
+        """Drop every queued turn and cancel the answer (the room emptied)."""
+        while self._queued:
+            self._side.release(self._queued.popleft().message.id)
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+
+    # ----- the worker -----
+    async def _work(self) -> None:
+        while True:
+            await self._wake.wait()
+            if not self._queued:
+                self._wake.clear()
+                continue
+            turn = self._queued.popleft()
+            task = asyncio.create_task(self._take(turn), name=f"turn-{turn.message.id}")
+            self._task = task
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                task.cancel()
+                await asyncio.wait({task})
+                raise
+            finally:
+                self._task = None
+
+    async def _take(self, turn: Turn) -> None:
+        message = turn.message
+        answer = Message(new_id("a"), None, self._name, "assistant", "", now_ms(),
+                         reply_to=message.id)
+        self._transcript.reserve(answer.id)  # announced in message-start: no client may take it
+        window = BATCH_WINDOW if self._audience() >= BATCH_MIN_RECIPIENTS else 0.0
+        turn.answer = answer
+        turn.deltas = DeltaBatcher(lambda text: self._send_delta(answer, text), window, self.spawn)
+        self.current = turn
+        await self._emit("ai-start", None)
+        try:
+            thread_id = await self._transcript.thread.ensure()
+            self._transcript.add(message)
+            await self._run(thread_id, turn)
+            turn.completed = True
+        except ProviderError as exc:
+            logger.warning("turn %s failed: %s: %s", message.id, type(exc).__name__, exc)
+            await self._emit("message", Message.system(exc.user_message).to_wire())
+        except asyncio.CancelledError:
+            logger.info("turn %s cancelled", message.id)
+            if turn.stopped_by is not None:
+                notice = f"{turn.stopped_by} stopped the answer."
+                await self._emit("message", Message.system(notice).to_wire())
+            raise
+        except Exception:
+            logger.exception("turn %s failed unexpectedly", message.id)
+            await self._emit("message", Message.system(ProviderError.user_message).to_wire())
+        finally:
+            await self._finish(turn)
+
+    async def _run(self, thread_id: str, turn: Turn) -> None:
+        """Stream one run; give up when the provider shows no sign of life for `run_timeout`
+        seconds (tools running do not count: they have their own timeout)."""
+        loop = asyncio.get_running_loop()
+        idle = self._limits.run_timeout
+        answer = turn.answer
+        assert answer is not None
+        rounds = 0
+
+        async def call_tools(calls: Sequence[ToolCall]) -> list[ToolResult]:
+            nonlocal rounds
+            rounds += 1
+            limit = self._limits.max_tool_rounds
+            if rounds > limit + 1:
+                raise ToolLoopError(f"still calling tools after {rounds - 1} rounds")
+            if rounds > limit:
+                note = f"tool round limit ({limit}) reached; answer now without calling tools"
+                return [ToolResult(c.call_id, json.dumps({"error": note})) for c in calls]
+            deadline.reschedule(None)
+            results = await asyncio.gather(*(self._call_tool(answer.id, c) for c in calls))
+            deadline.reschedule(loop.time() + idle)
+            return list(results)
+
+        request = RunRequest(
+            turn.message, self._instructions(turn.message.name), self._tools.specs(),
+            call_tools, answer_id=answer.id, answer_created_at=answer.created_at,
+        )
+        try:
+            async with asyncio.timeout(idle) as deadline:
+                async for event in self._provider.run(thread_id, request):
+                    deadline.reschedule(loop.time() + idle)
+                    await self._stream(turn, event.text)
+        except TimeoutError:
+            raise ProviderTimeout(f"no response from the provider for {idle:g} s") from None
+
+    async def _call_tool(self, answer_id: str, call: ToolCall) -> ToolResult:
+        """Run one tool call, telling the room when it starts and how it ended."""
+        status = {"message_id": answer_id, "call_id": call.call_id, "name": call.name}
+        await self._emit("tool-call", {**status, "status": "started"})
+        outcome = await self._tools.execute(call, self._view, self._limits.tool_timeout)
+        await self._emit("tool-call", {**status, "status": "finished" if outcome.ok else "failed"})
+        return outcome.result
+
+    async def _stream(self, turn: Turn, text: str) -> None:
+        if not text or turn.answer is None or turn.deltas is None:
+            return
+        if not turn.announced:
+            turn.announced = True
+            # in a large room it goes out with the first delta: one write per person, not two
+            await self._emit("message-start", turn.answer.to_wire(), hold=True)
+        self._side.feed(turn.message.id, text)
+        await turn.deltas.add(text)
+
+    async def _send_delta(self, answer: Message, text: str) -> None:
+        """`answer.content` is always exactly what the room has been sent (a newcomer's
+        snapshot), so it grows here, as the merged delta goes out."""
+        answer.content += text
+        await self._emit("message-delta", {"id": answer.id, "delta": text})
+
+    async def _finish(self, turn: Turn) -> None:
+        """Record the answer (kept even when cut short) and release the lock."""
+        if turn.deltas is not None:
+            await turn.deltas.flush()
+        answer = turn.answer
+        self.current = None
+        self._side.release(turn.message.id)
+        if answer is not None and answer.content:
+            answer.incomplete = not turn.completed
+            self._transcript.add(answer)
+            await self._emit("message-list", [answer.to_wire()], skip=turn.quiet)
+        await self._emit("ai-end", None)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

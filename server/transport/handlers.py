@@ -1,0 +1,159 @@
+"""Socket.IO event handlers: validate payloads, bind identity to the socket, hand over to the
+room the socket registered in (through the registry)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import socketio
+
+from ..rooms import Room, RoomError, RoomRegistry
+from .emitter import SocketEmitter
+from .engine import NAMESPACE
+
+logger = logging.getLogger(__name__)
+
+
+def _refuse(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "code": code, "message": message}
+
+
+class RateLimiter:
+    """At most `per_minute` events per connection in any 60-second window."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limit = per_minute
+        self._clock = clock
+        self._seen: dict[str, deque[float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = self._clock()
+        seen = self._seen.setdefault(key, deque())
+        while seen and now - seen[0] >= 60:
+            seen.popleft()
+        if len(seen) >= self._limit:
+            return False
+        seen.append(now)
+        return True
+
+    def forget(self, key: str) -> None:
+        self._seen.pop(key, None)
+
+
+def _token_of(auth: Any) -> str:
+    if isinstance(auth, dict):
+        token = auth.get("token", auth.get("password"))
+        return token if isinstance(token, str) else ""
+    return ""
+
+
+class RoomHandlers:
+    """Socket.IO event handlers; `registry()` returns the live room registry."""
+
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        registry: Callable[[], RoomRegistry],
+        emitter: SocketEmitter,
+        password: str = "",
+        per_minute: int = 30,
+    ) -> None:
+        self._sio = sio
+        self._registry = registry
+        self._emitter = emitter
+        self._password = password
+        self._limiter = RateLimiter(per_minute)
+        self._departures: asyncio.Queue[str] = asyncio.Queue()
+        self._departing: asyncio.Task[None] | None = None
+
+    def attach(self) -> None:
+        """Register the handlers on the server."""
+        self._sio.on("connect", self.connect)
+        self._sio.on("disconnect", self.disconnect)
+        self._sio.on("register", self.register)
+        self._sio.on("message", self.message)
+        self._sio.on("stop", self.stop)
+
+    async def connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if self._password and not hmac.compare_digest(
+            _token_of(auth).encode(), self._password.encode()
+        ):
+            logger.info("refused connection %s: wrong or missing server password", sid)
+            raise socketio.exceptions.ConnectionRefusedError(
+                "unauthorized: this server needs a password (Socket.IO auth {token})"
+            )
+
+    async def disconnect(self, sid: str, *reason: Any) -> None:
+        if self._sio.manager.is_connected(sid, NAMESPACE):
+            return  # a client sent an event named "disconnect": not a real one
+        self._limiter.forget(sid)
+        self._emitter.forget(sid)
+        # engine.io may run this inline from a send to a socket whose ping expired, i.e. in the
+        # middle of one of a room's emits: leave later, in order, never re-entering the room.
+        self._departures.put_nowait(sid)
+        if self._departing is None or self._departing.done():
+            self._departing = asyncio.create_task(self._depart(), name="departures")
+
+    async def _depart(self) -> None:
+        while not self._departures.empty():
+            sid = self._departures.get_nowait()
+            try:
+                await self._registry().leave(sid)
+            except Exception:
+                logger.exception("leaving %s failed", sid)
+
+    async def close(self) -> None:
+        """Finish the departures in progress (at shutdown)."""
+        if self._departing is not None:
+            await asyncio.wait({self._departing})
+
+    async def register(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+        if extra or not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            return await self._error(sid, "invalid_payload", 'register needs {"name": "..."}.')
+        try:
+            welcome = await self._registry().register(
+                sid, data.get("user_id"), data["name"], data.get("room"), data.get("password")
+            )
+        except RoomError as exc:
+            return await self._error(sid, exc.code, exc.message)
+        return {"ok": True, **welcome}
+
+    async def message(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+        room = self._room(sid)
+        if room is None:
+            return await self._error(sid, "not_registered", "Register with a nickname first.")
+        if extra or not isinstance(data, dict) or not isinstance(data.get("content"), str):
+            return await self._error(sid, "invalid_payload", 'message needs {"content": "..."}.')
+        if not self._limiter.allow(sid):
+            return await self._error(sid, "rate_limited", "Too many messages; wait a moment.")
+        try:
+            return await room.post(sid, data["content"], data.get("id"))
+        except RoomError as exc:
+            return await self._error(sid, exc.code, exc.message)
+
+    async def stop(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+        if extra:
+            return await self._error(sid, "invalid_payload", "stop takes no arguments.")
+        room = self._room(sid)
+        if room is None:
+            return await self._error(sid, "not_registered", "Register with a nickname first.")
+        try:
+            stopped = await room.stop(sid)
+        except RoomError as exc:
+            return await self._error(sid, exc.code, exc.message)
+        return {"ok": True, "stopped": stopped}
+
+    def _room(self, sid: str) -> Room | None:
+        room = self._registry().of(sid)
+        return room if room is not None and room.is_registered(sid) else None
+
+    async def _error(self, sid: str, code: str, message: str) -> dict[str, Any]:
+        logger.info("refused %s: %s", sid, code)
+        await self._sio.emit("error", {"code": code, "message": message}, to=sid)
+        return _refuse(code, message)
