@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from server.rooms.batching import BATCH_MIN_RECIPIENTS, PRESENCE_WINDOW, DeltaBatcher
 from server.rooms import Room
+from server.rooms.batching import BATCH_MIN_RECIPIENTS, PRESENCE_WINDOW, DeltaBatcher
 from tests.test_room import Recorder, ScriptedProvider
 
 
