@@ -116,8 +116,8 @@ async def peers(server: RunningServer) -> AsyncIterator[Callable[..., Peer]]:
     """Factory for peers connected to `server`; all are closed at the end."""
     made: list[Peer] = []
 
-    def make(name: str | None = None, user_id: str | None = None) -> Peer:
-        peer = Peer(server.url, name, user_id)
+    def make(name: str | None = None, user_id: str | None = None, **kwargs: Any) -> Peer:
+        peer = Peer(server.url, name, user_id, **kwargs)
         made.append(peer)
         return peer
 

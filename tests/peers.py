@@ -11,10 +11,15 @@ import socketio
 class Peer:
     """One person in the room, as a real Socket.IO client over loopback."""
 
-    def __init__(self, url: str, name: str | None = None, user_id: str | None = None) -> None:
+    def __init__(
+        self, url: str, name: str | None = None, user_id: str | None = None,
+        room: str | None = None, password: str | None = None,
+    ) -> None:
         self.url = url
         self.name = name
         self.user_id = user_id
+        self.room = room  # None: the register payload names no room (the default room)
+        self.password = password
         self.events: list[tuple[str, Any]] = []
         self._changed = asyncio.Event()
         self.sio = socketio.AsyncClient(reconnection=False)
@@ -35,6 +40,10 @@ class Peer:
         payload: dict[str, Any] = {"name": self.name}
         if self.user_id is not None:
             payload["user_id"] = self.user_id
+        if self.room is not None:
+            payload["room"] = self.room
+        if self.password is not None:
+            payload["password"] = self.password
         await self.sio.emit("register", payload)
         welcome = await self.wait_for("welcome")
         self.user_id = welcome["user_id"]

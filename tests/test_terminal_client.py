@@ -302,7 +302,7 @@ async def test_room_password_is_asked_for(
 ) -> None:
     server = await start_server(room_password="sesame")
     alice = any_terms(server.url, "--name", "Alice")
-    await alice.expect(r"error: unauthorized: this room needs a password")
+    await alice.expect(r"error: unauthorized: this server needs a password")
     await alice.expect(r"Room password:")
     alice.type("sesame")
     await alice.ready("Alice")

@@ -24,10 +24,15 @@ def _text(content: Any) -> str:
     return "".join(parts)
 
 
-def thread_texts(upstream: FakeUpstream, server: RunningServer) -> list[str]:
-    """The thread's user and assistant texts, oldest first, as the model sees them."""
+def thread_texts(
+    upstream: FakeUpstream, server: RunningServer, room: str | None = None
+) -> list[str]:
+    """The thread's user and assistant texts, oldest first, as the model sees them (of the
+    default room, or of the open room named `room`)."""
     api = server.settings.llm_api
-    thread_id = server.room.thread_id
+    found = server.room if room is None else server.rooms.get(room)
+    assert found is not None, f"room {room!r} is not open"
+    thread_id = found.thread_id
     assert thread_id is not None
     if api == "responses":
         items = upstream.conversations[thread_id]

@@ -113,11 +113,8 @@ def index_handler(dist: Path) -> Any:
     async def index(request: web.Request) -> web.StreamResponse:
         raw = request.match_info.get("room")
         if raw is not None:
-            try:
-                name = room_name(raw)
-            except RoomError as exc:
-                return web.Response(status=404, text=f"No such room: {exc.message}\n")
-            if name != raw:
+            name = _canonical(raw)
+            if name is not None and name != raw:  # /r/Design -> /r/design
                 raise web.HTTPMovedPermanently(f"/r/{name}")
         page = dist / "index.html"
         if page.is_file():
@@ -127,6 +124,15 @@ def index_handler(dist: Path) -> Any:
         )
 
     return index
+
+
+def _canonical(raw: str) -> str | None:
+    """The room's name as its link spells it, or None when it is no room's name (the page then
+    tells the person so)."""
+    try:
+        return room_name(raw)
+    except RoomError:
+        return None
 
 
 def bearer_ok(request: web.Request, password: str) -> bool:
