@@ -5,6 +5,12 @@ instructions, or one is created from the settings and deleted at shutdown. The r
 an Assistants thread; user messages carry `metadata {id, user_id, name}`; each turn is a streamed
 run whose `requires_action` steps are answered with `submit_tool_outputs` (streamed) until the run
 completes. A run that ends any other way is cancelled upstream, so the thread never stays locked.
+
+`append` adds user messages without a run. The API refuses a message while a run is active
+(HTTP 400), so it waits for this process's run on the thread to end (the messages then follow
+its answer), and while the API still refuses (a run started elsewhere, or one winding down after
+a cancel) it retries for up to `ADD_WAIT` seconds. The run still open on each thread is kept in
+a `ThreadStore`, so with a shared store any process can find and cancel it.
 """
 
 from __future__ import annotations
@@ -17,12 +23,15 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import openai
+from openai.types.beta.threads.run_submit_tool_outputs_params import ToolOutput
 
 from ..messages import Message
 from .base import AssistantProfile, RunEvent, RunRequest, TextDelta, ToolCall, ToolSpec
 from .client import STREAM_ERRORS, OpenAISettings, make_client
 from .errors import ProviderError, ProviderProtocolError, translate
+from .gate import ThreadGate
 from .responses import attributed_text
+from .store import InMemoryThreadStore, ThreadStore
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +41,8 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module=__name__)
 TERMINAL = {"completed", "cancelled", "failed", "expired", "incomplete"}
 CANCEL_WAIT = 5.0
 HISTORY_PAGE = 100
+ADD_WAIT = 120.0  # seconds `append` waits for a run it did not start to end
+ACTIVE_RUN = "active_run"  # the store key of the run still open on a thread
 
 
 def chat_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
@@ -57,13 +68,14 @@ class _Step:
 class AssistantsProvider:
     """Provider over `client.beta.assistants` / `threads` / `runs`."""
 
-    def __init__(self, settings: OpenAISettings) -> None:
+    def __init__(self, settings: OpenAISettings, store: ThreadStore | None = None) -> None:
         self._settings = settings
         self._client = make_client(settings)
         self._assistant_id = settings.assistant_id
         self._created_assistant = False
         self._profile = AssistantProfile(settings.assistant_name, settings.instructions)
-        self._active: dict[str, str] = {}  # thread id -> run id still open upstream
+        self._store: ThreadStore = store if store is not None else InMemoryThreadStore()
+        self._gate = ThreadGate()
 
     async def open(self) -> AssistantProfile:
         beta = self._client.beta
@@ -102,9 +114,11 @@ class AssistantsProvider:
         return thread.id
 
     async def delete_thread(self, thread_id: str) -> None:
-        run_id = self._active.pop(thread_id, None)
+        run_id = await self._pop_active(thread_id)
         if run_id is not None:
             await self._cancel(thread_id, run_id)
+        self._gate.forget(thread_id)
+        await self._store.delete(thread_id)
         try:
             await self._client.beta.threads.delete(thread_id)
         except openai.NotFoundError:
@@ -112,44 +126,87 @@ class AssistantsProvider:
         except openai.OpenAIError as exc:
             raise translate(exc) from exc
 
-    async def run(self, thread_id: str, request: RunRequest) -> AsyncIterator[RunEvent]:
-        message = request.message
+    async def append(self, thread_id: str, messages: Sequence[Message]) -> None:
+        async with self._gate.lock(thread_id):
+            for message in messages:
+                try:
+                    await self._add_when_idle(thread_id, message)
+                except openai.OpenAIError as exc:
+                    raise translate(exc) from exc
+
+    async def _add_when_idle(self, thread_id: str, message: Message) -> None:
+        """Add a user message, retrying while the API refuses it because a run is active."""
+        loop = asyncio.get_running_loop()
+        deadline, wait = loop.time() + ADD_WAIT, 0.1
+        while True:
+            try:
+                await self._add(thread_id, message)
+                return
+            except openai.BadRequestError as exc:
+                if "while a run" not in str(exc) or loop.time() + wait > deadline:
+                    raise
+            logger.info("thread %s has an active run; adding the message in %.1f s",
+                        thread_id, wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 1.0)
+
+    async def _add(self, thread_id: str, message: Message) -> None:
+        """Add a user message attributed to its speaker, with our ids in its metadata."""
         metadata = {"id": message.id, "user_id": message.user_id or "", "name": message.name,
                     "created_at": str(message.created_at)}
-        threads = self._client.beta.threads
-        step = _Step()
-        written: list[str] = []  # assistant messages this turn wrote to the thread
-        try:
-            await threads.messages.create(
-                thread_id, role="user", content=attributed_text(message), metadata=metadata
-            )
-            kwargs: dict[str, Any] = {"assistant_id": self._assistant_id,
-                                      "instructions": request.instructions, "stream": True}
-            if request.tools:
-                kwargs["tools"] = chat_tools(request.tools)
-            stream = await threads.runs.create(thread_id, **kwargs)
-            while True:
-                step = _Step(written)
-                async for event in self._read(stream, thread_id, step):
-                    yield event
-                if step.status != "requires_action":
-                    break
-                results = await request.call_tools(step.calls)
-                stream = await threads.runs.submit_tool_outputs(
-                    step.run_id or "", thread_id=thread_id, stream=True,
-                    tool_outputs=[{"tool_call_id": r.call_id, "output": r.output} for r in results],
-                )
-        except openai.OpenAIError as exc:
-            raise translate(exc) from exc
-        finally:
-            run_id = self._active.pop(thread_id, None)
-            if run_id is not None:  # ended early (error, cancel): never leave the thread locked
-                await asyncio.shield(self._cancel(thread_id, run_id))
-            if step.status != "completed":  # the partial answer replays as incomplete
-                await asyncio.shield(self._label(thread_id, written, request, incomplete=True))
+        await self._client.beta.threads.messages.create(
+            thread_id, role="user", content=attributed_text(message), metadata=metadata
+        )
+
+    async def _pop_active(self, thread_id: str) -> str | None:
+        """The run still open on the thread, if any, forgotten as it is returned."""
+        run_id = await self._store.get(thread_id, ACTIVE_RUN)
+        await self._store.delete(thread_id, ACTIVE_RUN)
+        return run_id if isinstance(run_id, str) else None
+
+    async def run(self, thread_id: str, request: RunRequest) -> AsyncIterator[RunEvent]:
+        async with self._gate.lock(thread_id):  # appends wait for the answer
+            threads = self._client.beta.threads
+            step = _Step()
+            written: list[str] = []  # assistant messages this turn wrote to the thread
+            try:
+                await self._add(thread_id, request.message)
+                kwargs: dict[str, Any] = {"assistant_id": self._assistant_id,
+                                          "instructions": request.instructions, "stream": True}
+                if request.tools:
+                    kwargs["tools"] = chat_tools(request.tools)
+                stream = await threads.runs.create(thread_id, **kwargs)
+                while True:
+                    step = _Step(written)
+                    async for event in self._read(stream, thread_id, step):
+                        yield event
+                    if step.status != "requires_action":
+                        break
+                    results = await request.call_tools(step.calls)
+                    outputs: list[ToolOutput] = [
+                        {"tool_call_id": r.call_id, "output": r.output} for r in results
+                    ]
+                    stream = await threads.runs.submit_tool_outputs(
+                        step.run_id or "", thread_id=thread_id, stream=True, tool_outputs=outputs
+                    )
+            except openai.OpenAIError as exc:
+                raise translate(exc) from exc
+            finally:
+                await asyncio.shield(self._wind_down(thread_id, request, step, written))
+            if step.status != "completed":
+                raise ProviderError(f"run ended with status {step.status}")
+            await self._label(thread_id, written, request)
+
+    async def _wind_down(
+        self, thread_id: str, request: RunRequest, step: _Step, written: list[str]
+    ) -> None:
+        """After a run: cancel it if it ended early, so the thread never stays locked, and mark
+        a partial answer incomplete, so it replays as one."""
+        run_id = await self._pop_active(thread_id)
+        if run_id is not None:
+            await self._cancel(thread_id, run_id)
         if step.status != "completed":
-            raise ProviderError(f"run ended with status {step.status}")
-        await self._label(thread_id, written, request)
+            await self._label(thread_id, written, request, incomplete=True)
 
     async def _read(self, stream: Any, thread_id: str, step: _Step) -> AsyncIterator[RunEvent]:
         """Yield text from one streamed segment; record how it ended in `step`."""
@@ -159,7 +216,7 @@ class AssistantsProvider:
                     kind, data = event.event, event.data
                     step.streaming = True
                     if kind == "thread.run.created":
-                        self._active[thread_id] = data.id
+                        await self._store.set(thread_id, ACTIVE_RUN, data.id)
                     if kind == "thread.message.delta":
                         for part in data.delta.content or ():
                             if part.type == "text" and part.text and part.text.value:
@@ -176,7 +233,7 @@ class AssistantsProvider:
                         "thread.run.step."
                     ) and data.status in TERMINAL:
                         step.run_id, step.status = data.id, data.status
-                        self._active.pop(thread_id, None)
+                        await self._store.delete(thread_id, ACTIVE_RUN)
                         if data.status == "failed" and data.last_error:
                             raise ProviderError(data.last_error.message)
                     elif kind == "error":
