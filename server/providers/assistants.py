@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import warnings
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -43,6 +44,7 @@ CANCEL_WAIT = 5.0
 HISTORY_PAGE = 100
 ADD_WAIT = 120.0  # seconds `append` waits for a run it did not start to end
 ACTIVE_RUN = "active_run"  # the store key of the run still open on a thread
+ATTRIBUTION = re.compile(r"\[([^\]\n]{1,100})\] ")  # "[Alice] " at the start of a user message
 
 
 def chat_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
@@ -290,21 +292,36 @@ class AssistantsProvider:
                 out.append(self._to_message(item))
         except openai.OpenAIError as exc:
             raise translate(exc) from exc
-        return _merge_turns(out)
+        return _merge_turns(_ascending(out))
 
     def _to_message(self, item: Any) -> Message:
+        """One thread message as the room shows it: our ids and times from its metadata when
+        the server kept them, else the thread's own (second-precision) time and ids."""
         meta = item.metadata or {}
         text = "".join(p.text.value for p in item.content if p.type == "text")
         created = int(meta.get("created_at") or item.created_at * 1000)
         if item.role == "user":
-            name = meta.get("name", "")
+            said = ATTRIBUTION.match(text)
+            name = meta.get("name") or (said.group(1) if said else "")
             prefix = f"[{name}] "
             content = text[len(prefix):] if text.startswith(prefix) else text
             return Message(meta.get("id", item.id), meta.get("user_id") or None, name, "user",
                            content, created)
         incomplete = meta.get("incomplete") == "true" or item.status == "incomplete"
-        return Message(meta.get("id", item.id), None, self._profile.name, "assistant", text,
+        # Unlabelled, the messages of one turn (around tool calls) share their run's id.
+        answer_id = meta.get("id") or item.run_id or item.id
+        return Message(answer_id, None, self._profile.name, "assistant", text,
                        created, incomplete=incomplete, reply_to=meta.get("reply_to"))
+
+
+def _ascending(messages: list[Message]) -> list[Message]:
+    """Thread order, with `created_at` never going back. Our metadata times are milliseconds,
+    the thread's own are whole seconds: where the server did not keep our metadata (or refused
+    the labels of answers), an answer would otherwise look older than its question."""
+    latest = 0
+    for message in messages:
+        latest = message.created_at = max(latest, message.created_at)
+    return messages
 
 
 def _merge_turns(messages: list[Message]) -> list[Message]:
