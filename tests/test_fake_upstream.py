@@ -172,19 +172,17 @@ async def test_conversation_items_pagination_and_delete(
     conv = await client.conversations.create(
         items=[{"type": "message", "role": "developer", "content": "rules"}]
     )
-    created = await client.conversations.items.create(
-        conv.id,
-        items=[
-            {
-                "role": "user",
-                "content": [{"type": "input_text", "text": f"m{i}"}],
-                "type": "message",
-            }
-            for i in range(24)
-        ],
-    )
-    assert created.object == "list" and len(created.data) == 24
+    said: list[Any] = [
+        {"role": "user", "content": [{"type": "input_text", "text": f"m{i}"}], "type": "message"}
+        for i in range(24)
+    ]
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.conversations.items.create(conv.id, items=said)
+    assert refused.value.param == "items" and "maximum length 20" in refused.value.message
+    created = await client.conversations.items.create(conv.id, items=said[:20])
+    assert created.object == "list" and len(created.data) == 20
     assert created.first_id == created.data[0].id and created.last_id == created.data[-1].id
+    await client.conversations.items.create(conv.id, items=said[20:])
     asc = [item.id async for item in client.conversations.items.list(conv.id, limit=7, order="asc")]
     assert asc == [i["id"] for i in fake.conversations[conv.id]] and len(asc) == 25
     desc = [item.id async for item in client.conversations.items.list(conv.id, limit=10)]
@@ -453,6 +451,32 @@ async def test_assistants_parallel_calls_then_second_step(
         "r-time",
     ]
     assert len(fake.model_requests()) == 3
+
+
+async def test_assistants_message_metadata_as_compatible_servers_keep_it() -> None:
+    """`message_metadata` plays servers that cannot modify a message's metadata (no such
+    endpoint: 404) or keep none at all."""
+    for mode, kept_on_create in (("on_create", {"id": "m1"}), ("dropped", {})):
+        async with FakeUpstream(message_metadata=mode) as fake:
+            client = make_client(fake)
+            thread = await client.beta.threads.create()
+            made = await client.beta.threads.messages.create(
+                thread.id, role="user", content="[Ann] hi", metadata={"id": "m1"}
+            )
+            assert made.metadata == kept_on_create
+            if mode == "on_create":
+                with pytest.raises(openai.NotFoundError):
+                    await client.beta.threads.messages.update(
+                        made.id, thread_id=thread.id, metadata={"id": "m2"}
+                    )
+            else:
+                updated = await client.beta.threads.messages.update(
+                    made.id, thread_id=thread.id, metadata={"id": "m2"}
+                )
+                assert updated.metadata == {}
+            listed = [m.metadata async for m in client.beta.threads.messages.list(thread.id)]
+            assert listed == [kept_on_create]
+            await client.close()
 
 
 async def test_assistants_active_run_conflict_and_cancel(

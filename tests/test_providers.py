@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -93,7 +94,8 @@ async def test_assistants_history_reads_every_page_oldest_first(
     thread = await opened.create_thread()
     sent = [user(name, f"question {i}", i) for i, name in enumerate(["Ann", "Bob", "Cy"])]
     for i, message in enumerate(sent):
-        request = RunRequest(message, "x", answer_id=f"a{i}", answer_created_at=1000 + i)
+        request = RunRequest(message, "x", answer_id=f"a{i}",
+                             answer_created_at=message.created_at + 5)
         await answer(opened, thread, request)
     history = await opened.history(thread)
     assert [(m.id, m.name, m.role, m.content) for m in history] == [
@@ -106,7 +108,33 @@ async def test_assistants_history_reads_every_page_oldest_first(
     ]
     pages = [r for r in upstream.requests if r.method == "GET" and r.path.endswith("/messages")]
     assert len(pages) == 3
-    assert history[0].created_at == sent[0].created_at and history[1].created_at == 1000
+    assert history[0].created_at == sent[0].created_at
+    assert history[1].created_at == sent[0].created_at + 5  # the label's time
+
+
+@pytest.mark.parametrize("metadata", ["on_create", "dropped"])
+async def test_assistants_history_without_labels_is_in_thread_order(metadata: str):
+    """A compatible server that cannot label answers (no "modify message") or keeps no
+    metadata: history still comes back in thread order, `created_at` never going back, though
+    our clock (milliseconds, in user metadata) runs 2 s ahead of the thread's (whole seconds)."""
+    upstream = FakeUpstream(message_metadata=metadata)
+    await upstream.start()
+    provider = AssistantsProvider(settings_for(upstream))
+    await provider.open()
+    thread = await provider.create_thread()
+    for i, name in enumerate(["Ann", "Bob"]):
+        message = replace(user(name, f"question {i}", i), created_at=now_ms() + 2000)
+        request = RunRequest(message, "x", answer_id=f"a{i}", answer_created_at=now_ms() + 2000)
+        await answer(provider, thread, request)
+    history = await provider.history(thread)
+    assert [(m.role, m.name, m.content) for m in history] == [
+        ("user", "Ann", "question 0"), ("assistant", "Helper", "Echo: [Ann] question 0"),
+        ("user", "Bob", "question 1"), ("assistant", "Helper", "Echo: [Bob] question 1")]
+    times = [m.created_at for m in history]
+    assert times == sorted(times)
+    assert len({m.id for m in history}) == 4
+    await provider.close()
+    await upstream.stop()
 
 
 async def test_assistants_uses_the_named_assistant(upstream: FakeUpstream):

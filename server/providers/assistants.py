@@ -5,6 +5,12 @@ instructions, or one is created from the settings and deleted at shutdown. The r
 an Assistants thread; user messages carry `metadata {id, user_id, name}`; each turn is a streamed
 run whose `requires_action` steps are answered with `submit_tool_outputs` (streamed) until the run
 completes. A run that ends any other way is cancelled upstream, so the thread never stays locked.
+
+`append` adds user messages without a run. The API refuses a message while a run is active
+(HTTP 400), so it waits for this process's run on the thread to end (the messages then follow
+its answer), and while the API still refuses (a run started elsewhere, or one winding down after
+a cancel) it retries for up to `ADD_WAIT` seconds. The run still open on each thread is kept in
+a `ThreadStore`, so with a shared store any process can find and cancel it.
 """
 
 from __future__ import annotations
@@ -12,17 +18,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import warnings
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import openai
+from openai.types.beta.threads.run_submit_tool_outputs_params import ToolOutput
 
 from ..messages import Message
 from .base import AssistantProfile, RunEvent, RunRequest, TextDelta, ToolCall, ToolSpec
 from .client import STREAM_ERRORS, OpenAISettings, make_client
 from .errors import ProviderError, ProviderProtocolError, translate
+from .gate import ThreadGate
 from .responses import attributed_text
+from .store import InMemoryThreadStore, ThreadStore
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +42,9 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module=__name__)
 TERMINAL = {"completed", "cancelled", "failed", "expired", "incomplete"}
 CANCEL_WAIT = 5.0
 HISTORY_PAGE = 100
+ADD_WAIT = 120.0  # seconds `append` waits for a run it did not start to end
+ACTIVE_RUN = "active_run"  # the store key of the run still open on a thread
+ATTRIBUTION = re.compile(r"\[([^\]\n]{1,100})\] ")  # "[Alice] " at the start of a user message
 
 
 def chat_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
@@ -57,13 +70,14 @@ class _Step:
 class AssistantsProvider:
     """Provider over `client.beta.assistants` / `threads` / `runs`."""
 
-    def __init__(self, settings: OpenAISettings) -> None:
+    def __init__(self, settings: OpenAISettings, store: ThreadStore | None = None) -> None:
         self._settings = settings
         self._client = make_client(settings)
         self._assistant_id = settings.assistant_id
         self._created_assistant = False
         self._profile = AssistantProfile(settings.assistant_name, settings.instructions)
-        self._active: dict[str, str] = {}  # thread id -> run id still open upstream
+        self._store: ThreadStore = store if store is not None else InMemoryThreadStore()
+        self._gate = ThreadGate()
 
     async def open(self) -> AssistantProfile:
         beta = self._client.beta
@@ -102,9 +116,11 @@ class AssistantsProvider:
         return thread.id
 
     async def delete_thread(self, thread_id: str) -> None:
-        run_id = self._active.pop(thread_id, None)
+        run_id = await self._pop_active(thread_id)
         if run_id is not None:
             await self._cancel(thread_id, run_id)
+        self._gate.forget(thread_id)
+        await self._store.delete(thread_id)
         try:
             await self._client.beta.threads.delete(thread_id)
         except openai.NotFoundError:
@@ -112,44 +128,87 @@ class AssistantsProvider:
         except openai.OpenAIError as exc:
             raise translate(exc) from exc
 
-    async def run(self, thread_id: str, request: RunRequest) -> AsyncIterator[RunEvent]:
-        message = request.message
+    async def append(self, thread_id: str, messages: Sequence[Message]) -> None:
+        async with self._gate.lock(thread_id):
+            for message in messages:
+                try:
+                    await self._add_when_idle(thread_id, message)
+                except openai.OpenAIError as exc:
+                    raise translate(exc) from exc
+
+    async def _add_when_idle(self, thread_id: str, message: Message) -> None:
+        """Add a user message, retrying while the API refuses it because a run is active."""
+        loop = asyncio.get_running_loop()
+        deadline, wait = loop.time() + ADD_WAIT, 0.1
+        while True:
+            try:
+                await self._add(thread_id, message)
+                return
+            except openai.BadRequestError as exc:
+                if "while a run" not in str(exc) or loop.time() + wait > deadline:
+                    raise
+            logger.info("thread %s has an active run; adding the message in %.1f s",
+                        thread_id, wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 1.0)
+
+    async def _add(self, thread_id: str, message: Message) -> None:
+        """Add a user message attributed to its speaker, with our ids in its metadata."""
         metadata = {"id": message.id, "user_id": message.user_id or "", "name": message.name,
                     "created_at": str(message.created_at)}
-        threads = self._client.beta.threads
-        step = _Step()
-        written: list[str] = []  # assistant messages this turn wrote to the thread
-        try:
-            await threads.messages.create(
-                thread_id, role="user", content=attributed_text(message), metadata=metadata
-            )
-            kwargs: dict[str, Any] = {"assistant_id": self._assistant_id,
-                                      "instructions": request.instructions, "stream": True}
-            if request.tools:
-                kwargs["tools"] = chat_tools(request.tools)
-            stream = await threads.runs.create(thread_id, **kwargs)
-            while True:
-                step = _Step(written)
-                async for event in self._read(stream, thread_id, step):
-                    yield event
-                if step.status != "requires_action":
-                    break
-                results = await request.call_tools(step.calls)
-                stream = await threads.runs.submit_tool_outputs(
-                    step.run_id or "", thread_id=thread_id, stream=True,
-                    tool_outputs=[{"tool_call_id": r.call_id, "output": r.output} for r in results],
-                )
-        except openai.OpenAIError as exc:
-            raise translate(exc) from exc
-        finally:
-            run_id = self._active.pop(thread_id, None)
-            if run_id is not None:  # ended early (error, cancel): never leave the thread locked
-                await asyncio.shield(self._cancel(thread_id, run_id))
-            if step.status != "completed":  # the partial answer replays as incomplete
-                await asyncio.shield(self._label(thread_id, written, request, incomplete=True))
+        await self._client.beta.threads.messages.create(
+            thread_id, role="user", content=attributed_text(message), metadata=metadata
+        )
+
+    async def _pop_active(self, thread_id: str) -> str | None:
+        """The run still open on the thread, if any, forgotten as it is returned."""
+        run_id = await self._store.get(thread_id, ACTIVE_RUN)
+        await self._store.delete(thread_id, ACTIVE_RUN)
+        return run_id if isinstance(run_id, str) else None
+
+    async def run(self, thread_id: str, request: RunRequest) -> AsyncIterator[RunEvent]:
+        async with self._gate.lock(thread_id):  # appends wait for the answer
+            threads = self._client.beta.threads
+            step = _Step()
+            written: list[str] = []  # assistant messages this turn wrote to the thread
+            try:
+                await self._add(thread_id, request.message)
+                kwargs: dict[str, Any] = {"assistant_id": self._assistant_id,
+                                          "instructions": request.instructions, "stream": True}
+                if request.tools:
+                    kwargs["tools"] = chat_tools(request.tools)
+                stream = await threads.runs.create(thread_id, **kwargs)
+                while True:
+                    step = _Step(written)
+                    async for event in self._read(stream, thread_id, step):
+                        yield event
+                    if step.status != "requires_action":
+                        break
+                    results = await request.call_tools(step.calls)
+                    outputs: list[ToolOutput] = [
+                        {"tool_call_id": r.call_id, "output": r.output} for r in results
+                    ]
+                    stream = await threads.runs.submit_tool_outputs(
+                        step.run_id or "", thread_id=thread_id, stream=True, tool_outputs=outputs
+                    )
+            except openai.OpenAIError as exc:
+                raise translate(exc) from exc
+            finally:
+                await asyncio.shield(self._wind_down(thread_id, request, step, written))
+            if step.status != "completed":
+                raise ProviderError(f"run ended with status {step.status}")
+            await self._label(thread_id, written, request)
+
+    async def _wind_down(
+        self, thread_id: str, request: RunRequest, step: _Step, written: list[str]
+    ) -> None:
+        """After a run: cancel it if it ended early, so the thread never stays locked, and mark
+        a partial answer incomplete, so it replays as one."""
+        run_id = await self._pop_active(thread_id)
+        if run_id is not None:
+            await self._cancel(thread_id, run_id)
         if step.status != "completed":
-            raise ProviderError(f"run ended with status {step.status}")
-        await self._label(thread_id, written, request)
+            await self._label(thread_id, written, request, incomplete=True)
 
     async def _read(self, stream: Any, thread_id: str, step: _Step) -> AsyncIterator[RunEvent]:
         """Yield text from one streamed segment; record how it ended in `step`."""
@@ -159,7 +218,7 @@ class AssistantsProvider:
                     kind, data = event.event, event.data
                     step.streaming = True
                     if kind == "thread.run.created":
-                        self._active[thread_id] = data.id
+                        await self._store.set(thread_id, ACTIVE_RUN, data.id)
                     if kind == "thread.message.delta":
                         for part in data.delta.content or ():
                             if part.type == "text" and part.text and part.text.value:
@@ -176,7 +235,7 @@ class AssistantsProvider:
                         "thread.run.step."
                     ) and data.status in TERMINAL:
                         step.run_id, step.status = data.id, data.status
-                        self._active.pop(thread_id, None)
+                        await self._store.delete(thread_id, ACTIVE_RUN)
                         if data.status == "failed" and data.last_error:
                             raise ProviderError(data.last_error.message)
                     elif kind == "error":
@@ -233,21 +292,36 @@ class AssistantsProvider:
                 out.append(self._to_message(item))
         except openai.OpenAIError as exc:
             raise translate(exc) from exc
-        return _merge_turns(out)
+        return _merge_turns(_ascending(out))
 
     def _to_message(self, item: Any) -> Message:
+        """One thread message as the room shows it: our ids and times from its metadata when
+        the server kept them, else the thread's own (second-precision) time and ids."""
         meta = item.metadata or {}
         text = "".join(p.text.value for p in item.content if p.type == "text")
         created = int(meta.get("created_at") or item.created_at * 1000)
         if item.role == "user":
-            name = meta.get("name", "")
+            said = ATTRIBUTION.match(text)
+            name = meta.get("name") or (said.group(1) if said else "")
             prefix = f"[{name}] "
             content = text[len(prefix):] if text.startswith(prefix) else text
             return Message(meta.get("id", item.id), meta.get("user_id") or None, name, "user",
                            content, created)
         incomplete = meta.get("incomplete") == "true" or item.status == "incomplete"
-        return Message(meta.get("id", item.id), None, self._profile.name, "assistant", text,
+        # Unlabelled, the messages of one turn (around tool calls) share their run's id.
+        answer_id = meta.get("id") or item.run_id or item.id
+        return Message(answer_id, None, self._profile.name, "assistant", text,
                        created, incomplete=incomplete, reply_to=meta.get("reply_to"))
+
+
+def _ascending(messages: list[Message]) -> list[Message]:
+    """Thread order, with `created_at` never going back. Our metadata times are milliseconds,
+    the thread's own are whole seconds: where the server did not keep our metadata (or refused
+    the labels of answers), an answer would otherwise look older than its question."""
+    latest = 0
+    for message in messages:
+        latest = message.created_at = max(latest, message.created_at)
+    return messages
 
 
 def _merge_turns(messages: list[Message]) -> list[Message]:

@@ -4,7 +4,9 @@ A provider owns one kind of upstream thread (a Responses conversation, an Assist
 a transcript it keeps itself for Chat Completions). The room calls `create_thread` once, then
 `run` once per turn; `run` adds the user's message to the thread, streams the answer as
 `TextDelta` events, executes tool calls through `RunRequest.call_tools`, and returns when the
-answer is complete. Cancelling the task that iterates `run` cancels the upstream run.
+answer is complete. Cancelling the task that iterates `run` cancels the upstream run. Messages
+the assistant does not answer enter the thread with `append`, so a later run has read them.
+Thread state a provider keeps itself goes through a `store.ThreadStore`.
 """
 
 from __future__ import annotations
@@ -96,6 +98,13 @@ class Provider(Protocol):
 
     async def delete_thread(self, thread_id: str) -> None:
         """Delete the thread (cancelling any run still active on it)."""
+        ...
+
+    async def append(self, thread_id: str, messages: Sequence[Message]) -> None:
+        """Add user messages to the thread without a run, attributed like a run's message.
+
+        A run in progress on the thread is waited for, so the messages enter the thread after
+        its answer, in order; call it off any path that must not wait for an answer."""
         ...
 
     def run(self, thread_id: str, request: RunRequest) -> AsyncIterator[RunEvent]:

@@ -1,7 +1,8 @@
 """Chat Completions: any OpenAI-compatible server (vLLM, Ollama, llama.cpp, LiteLLM, OpenAI).
 
-The server keeps the thread itself: a list of chat messages per thread id, each user message
-prefixed with its speaker's name. The per-run instructions go in the system message. Streamed
+The server keeps the thread itself: a list of chat messages per thread id in a `ThreadStore`
+(in memory unless one is given), each user message prefixed with its speaker's name; `append`
+adds messages that get no answer. The per-run instructions go in the system message. Streamed
 `tool_calls` are assembled by index (several in parallel, several rounds) and answered with
 `tool` messages until the model finishes with `stop`. A thread that outgrows the budget is
 trimmed oldest-first before it is sent, never sent whole for the server to refuse.
@@ -9,21 +10,26 @@ trimmed oldest-first before it is sent, never sent whole for the server to refus
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import openai
 
+from ..messages import Message, new_id
 from .assistants import chat_tools
 from .base import AssistantProfile, RunEvent, RunRequest, TextDelta, ToolCall
 from .client import STREAM_ERRORS, OpenAISettings, make_client
 from .errors import ProviderError, ProviderProtocolError, translate
+from .gate import ThreadGate
 from .responses import attributed_text
+from .store import InMemoryThreadStore, ThreadStore
 
 logger = logging.getLogger(__name__)
 
 ChatMessage = dict[str, Any]
+MESSAGES = "messages"  # the store key of a thread's chat messages
 
 
 def estimate_tokens(message: ChatMessage) -> int:
@@ -84,13 +90,13 @@ class _Assembler:
 
 
 class ChatProvider:
-    """Provider over `client.chat.completions`, keeping threads in memory."""
+    """Provider over `client.chat.completions`, keeping each thread's messages in a store."""
 
-    def __init__(self, settings: OpenAISettings) -> None:
+    def __init__(self, settings: OpenAISettings, store: ThreadStore | None = None) -> None:
         self._settings = settings
         self._client = make_client(settings)
-        self._threads: dict[str, list[ChatMessage]] = {}
-        self._count = 0
+        self._store: ThreadStore = store if store is not None else InMemoryThreadStore()
+        self._gate = ThreadGate()
 
     async def open(self) -> AssistantProfile:
         return AssistantProfile(self._settings.assistant_name, self._settings.instructions)
@@ -99,36 +105,49 @@ class ChatProvider:
         await self._client.close()
 
     async def create_thread(self) -> str:
-        self._count += 1
-        thread_id = f"chat_thread_{self._count}"
-        self._threads[thread_id] = []
+        # Random, not counted: several processes may share one store.
+        thread_id = new_id("chat_thread")
+        await self._store.set(thread_id, MESSAGES, [])
         return thread_id
 
     async def delete_thread(self, thread_id: str) -> None:
-        self._threads.pop(thread_id, None)
+        self._gate.forget(thread_id)
+        await self._store.delete(thread_id)
 
     def thread(self, thread_id: str) -> list[ChatMessage]:
-        """The messages kept for a thread (a copy)."""
-        return list(self._threads.get(thread_id, ()))
+        """The messages kept for a thread (a copy), when this process's memory keeps them."""
+        if not isinstance(self._store, InMemoryThreadStore):
+            raise TypeError("thread() reads an in-memory store; read the ThreadStore instead")
+        return list(self._store.peek(thread_id, MESSAGES) or [])
+
+    async def _messages(self, thread_id: str) -> list[ChatMessage]:
+        return list(await self._store.get(thread_id, MESSAGES) or [])
+
+    async def append(self, thread_id: str, messages: Sequence[Message]) -> None:
+        said = [{"role": "user", "content": attributed_text(m)} for m in messages]
+        async with self._gate.lock(thread_id):
+            await self._store.append(thread_id, MESSAGES, said)
 
     async def run(self, thread_id: str, request: RunRequest) -> AsyncIterator[RunEvent]:
-        thread = self._threads.setdefault(thread_id, [])
-        thread.append({"role": "user", "content": attributed_text(request.message)})
-        turn: list[ChatMessage] = []
-        part = _Assembler()
-        try:
-            while True:
-                part = _Assembler()
-                async for event in self._stream(thread + turn, request, part):
-                    yield event
-                turn.append(part.as_message())
-                if part.finish != "tool_calls" or not part.calls:
-                    return
-                for result in await request.call_tools(part.tool_calls()):
-                    turn.append({"role": "tool", "tool_call_id": result.call_id,
-                                 "content": result.output})
-        finally:
-            thread.extend(_kept(turn, part))
+        async with self._gate.lock(thread_id):
+            question = {"role": "user", "content": attributed_text(request.message)}
+            await self._store.append(thread_id, MESSAGES, [question])
+            thread = await self._messages(thread_id)
+            turn: list[ChatMessage] = []
+            part = _Assembler()
+            try:
+                while True:
+                    part = _Assembler()
+                    async for event in self._stream(thread + turn, request, part):
+                        yield event
+                    turn.append(part.as_message())
+                    if part.finish != "tool_calls" or not part.calls:
+                        return
+                    for result in await request.call_tools(part.tool_calls()):
+                        turn.append({"role": "tool", "tool_call_id": result.call_id,
+                                     "content": result.output})
+            finally:
+                await asyncio.shield(self._store.append(thread_id, MESSAGES, _kept(turn, part)))
 
     async def _stream(
         self, messages: list[ChatMessage], request: RunRequest, part: _Assembler

@@ -7,6 +7,7 @@ items; their outputs are the next Response's input, round after round, until the
 in text. A completed Response records its input and output in the conversation; when a turn
 fails or is stopped, the provider records what the room keeps (the question, outputs owed to
 pending calls, the partial answer) so the thread and the room's transcript stay the same.
+Messages without a run are added as conversation items, 20 at a time (the API's limit).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import openai
@@ -22,6 +24,7 @@ from ..messages import Message
 from .base import AssistantProfile, RunEvent, RunRequest, TextDelta, ToolCall, ToolSpec
 from .client import STREAM_ERRORS, OpenAISettings, make_client
 from .errors import ProviderError, ProviderProtocolError, translate
+from .gate import ThreadGate
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +33,7 @@ T = TypeVar("T")
 # After a stopped or broken stream, the API may keep the conversation locked for a moment
 # while it winds the old response down; the next request then gets `conversation_locked`.
 LOCK_WAITS = (0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+ITEMS_PER_CREATE = 20  # "You may add up to 20 items at a time."
 
 
 async def unlocked(call: Callable[[], Awaitable[T]]) -> T:
@@ -78,6 +82,7 @@ class ResponsesProvider:
     def __init__(self, settings: OpenAISettings) -> None:
         self._settings = settings
         self._client = make_client(settings)
+        self._gate = ThreadGate()
 
     async def open(self) -> AssistantProfile:
         return AssistantProfile(self._settings.assistant_name, self._settings.instructions)
@@ -95,6 +100,7 @@ class ResponsesProvider:
         return conversation.id
 
     async def delete_thread(self, thread_id: str) -> None:
+        self._gate.forget(thread_id)
         try:
             await self._client.conversations.delete(thread_id)
         except openai.NotFoundError:
@@ -102,39 +108,52 @@ class ResponsesProvider:
         except openai.OpenAIError as exc:
             raise translate(exc) from exc
 
+    async def append(self, thread_id: str, messages: Sequence[Message]) -> None:
+        items = [_message("user", attributed_text(m)) for m in messages]
+        async with self._gate.lock(thread_id):
+            try:
+                await self._add_items(thread_id, items)
+            except openai.OpenAIError as exc:
+                raise translate(exc) from exc
+
+    async def _add_items(self, thread_id: str, items: list[dict[str, Any]]) -> None:
+        for start in range(0, len(items), ITEMS_PER_CREATE):
+            chunk = items[start:start + ITEMS_PER_CREATE]
+            create = self._client.conversations.items.create
+            await unlocked(partial(create, thread_id, items=chunk))  # type: ignore[arg-type]
+
     async def run(self, thread_id: str, request: RunRequest) -> AsyncIterator[RunEvent]:
         # The user's message is the first response's `input` (the API requires one): the
         # conversation records a response's input and output only when it completes.
         pending: list[dict[str, Any]] = [_message("user", attributed_text(request.message))]
         partial: list[str] = []
-        try:
-            while True:
-                calls: list[ToolCall] = []
-                partial = []
-                async for event in self._stream(thread_id, request, pending, calls):
-                    partial.append(event.text)
-                    yield event
-                pending, partial = [], []  # recorded by the completed response
-                if not calls:
-                    return
-                pending = _outputs(calls, '{"error": "the answer was interrupted"}')
-                results = await request.call_tools(calls)
-                pending = [_output(r.call_id, r.output) for r in results]
-        except BaseException:
-            # An error or a stop: record what the room keeps (the question, outputs owed to
-            # the model's calls, the partial answer), so thread and transcript still agree.
-            if partial:
-                pending.append(_message("assistant", "".join(partial)))
-            await asyncio.shield(self._record(thread_id, pending))
-            raise
+        async with self._gate.lock(thread_id):
+            try:
+                while True:
+                    calls: list[ToolCall] = []
+                    partial = []
+                    async for event in self._stream(thread_id, request, pending, calls):
+                        partial.append(event.text)
+                        yield event
+                    pending, partial = [], []  # recorded by the completed response
+                    if not calls:
+                        return
+                    pending = _outputs(calls, '{"error": "the answer was interrupted"}')
+                    results = await request.call_tools(calls)
+                    pending = [_output(r.call_id, r.output) for r in results]
+            except BaseException:
+                # An error or a stop: record what the room keeps (the question, outputs owed
+                # to the model's calls, the partial answer), so thread and transcript agree.
+                if partial:
+                    pending.append(_message("assistant", "".join(partial)))
+                await asyncio.shield(self._record(thread_id, pending))
+                raise
 
     async def _record(self, thread_id: str, items: list[dict[str, Any]]) -> None:
         if not items:
             return
         try:
-            await unlocked(lambda: self._client.conversations.items.create(
-                thread_id, items=items  # type: ignore[arg-type]
-            ))
+            await self._add_items(thread_id, items)
         except openai.OpenAIError as exc:
             logger.warning("could not record the interrupted turn in %s: %s", thread_id, exc)
 

@@ -9,11 +9,14 @@ api_key="test-key")`):
   the conversation when a response completes. Real rejections are reproduced:
   `conversation_locked` (a second response on a conversation while one is in flight),
   "No tool output found for function call ..." / "No tool call found for function call output
-  ..." (unpaired function calls), `context_length_exceeded` (with `context_limit_chars`).
+  ..." (unpaired function calls), more than 20 `items` in one request,
+  `context_length_exceeded` (with `context_limit_chars`).
 - Assistants v2 (`/v1/assistants`, `/v1/threads/...`, header `OpenAI-Beta: assistants=v2`):
   streamed runs `event: thread.*` ending with `event: done` / `data: [DONE]`; tool calls end the
   stream with `thread.run.requires_action`; `submit_tool_outputs` continues the same run. One
   active run per thread: adding a message or starting a run meanwhile is a 400.
+  `FakeUpstream(message_metadata="on_create" | "dropped")` plays compatible servers that cannot
+  modify a message's metadata, or keep none at all.
 - Chat Completions (`/v1/chat/completions`): `data:` chunks then `data: [DONE]`.
 
 Scripting: `fake.enqueue(Text(...), ToolCalls([Call(...)]), HTTPError(429), ...)`. Each model turn

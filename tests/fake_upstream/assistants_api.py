@@ -160,6 +160,14 @@ class AssistantsAPI:
             web.delete("/v1/threads/{tid}/messages/{mid}", self.delete_message),
         ]
 
+    def received(self, tid: str, spec: Any, where: str) -> JSON:
+        """A user message as this server stores it: without its metadata when the fake plays
+        a compatible server that does not keep message metadata."""
+        message = user_message(tid, spec, where)
+        if self.fake.message_metadata == "dropped":
+            message["metadata"] = {}
+        return message
+
     # -- assistants ---------------------------------------------------------------------------
 
     def assistant(self, aid: str) -> JSON:
@@ -218,7 +226,7 @@ class AssistantsAPI:
     def new_thread(self, body: JSON) -> JSON:
         tid = new_id("thread_")
         specs = body.get("messages") or []
-        messages = [user_message(tid, m, f"messages[{i}]") for i, m in enumerate(specs)]
+        messages = [self.received(tid, m, f"messages[{i}]") for i, m in enumerate(specs)]
         obj = {
             "id": tid,
             "object": "thread",
@@ -253,7 +261,7 @@ class AssistantsAPI:
 
     async def create_message(self, request: web.Request) -> web.Response:
         tid = self.thread_id(request)
-        message = user_message(tid, body_of(request), "")
+        message = self.received(tid, body_of(request), "")
         running = active_run(self.fake, tid)
         if running:
             raise BadRequest(f"Can't add messages to {tid} while a run {running} is active.")
@@ -280,10 +288,12 @@ class AssistantsAPI:
         return json_response(self.fake.threads[tid][i])
 
     async def update_message(self, request: web.Request) -> web.Response:
+        if self.fake.message_metadata == "on_create":  # a server without "modify message"
+            raise web.HTTPNotFound()
         tid, i = self.message(request)
         message = self.fake.threads[tid][i]
         body = body_of(request)
-        if "metadata" in body:
+        if "metadata" in body and self.fake.message_metadata == "kept":
             message["metadata"] = body["metadata"] or {}
         return json_response(message)
 

@@ -14,7 +14,6 @@ from .assistants_api import (
     last_user_text,
     make_message,
     new_run,
-    user_message,
 )
 from .common import BadRequest, NotFound, body_of, http_error_response, paginate
 from .script import (
@@ -131,7 +130,7 @@ class RunsAPI:
         if running:
             raise BadRequest(f"Thread {tid} already has an active run {running}.")
         extra = [
-            user_message(tid, m, f"additional_messages[{i}]")
+            self.assistants.received(tid, m, f"additional_messages[{i}]")
             for i, m in enumerate(body.get("additional_messages") or [])
         ]
         reply = fake.pop_reply(last_user_text(fake.threads[tid] + extra))

@@ -69,6 +69,16 @@ def normalize_item(item: Any, where: str) -> JSON:
     return {"id": item.get("id") or new_id("item_", 48, hex_=True), **item}
 
 
+def check_length(items: list[Any]) -> None:
+    """Both endpoints that take `items` accept at most 20 at a time."""
+    if len(items) > 20:
+        raise BadRequest(
+            "Invalid 'items': array too long. Expected an array with maximum length 20, "
+            f"but got an array with length {len(items)} instead.",
+            param="items",
+        )
+
+
 def last_user_text(items: list[JSON]) -> str:
     """Text of the latest user-role message item ("" if none)."""
     for item in reversed(items):
@@ -127,12 +137,7 @@ class ConversationsAPI:
     async def create(self, request: web.Request) -> web.Response:
         body = body_of(request)
         items = body.get("items") or []
-        if len(items) > 20:
-            raise BadRequest(
-                "Invalid 'items': array too long. Expected an array with maximum length 20, "
-                f"but got an array with length {len(items)} instead.",
-                param="items",
-            )
+        check_length(items)
         stored = [normalize_item(it, f"items[{i}]") for i, it in enumerate(items)]
         cid = new_id("conv_", 48, hex_=True)
         obj = {
@@ -165,6 +170,7 @@ class ConversationsAPI:
         items = body_of(request).get("items")
         if not isinstance(items, list):
             raise BadRequest("Missing required parameter: 'items'.", param="items")
+        check_length(items)
         stored = [normalize_item(it, f"items[{i}]") for i, it in enumerate(items)]
         self.fake.conversations[cid].extend(stored)
         self.record_outputs(stored)

@@ -61,6 +61,11 @@ class FakeUpstream:
     See the package docstring for the scripting contract. Extras beyond the constructor:
     `cancel_latency` (seconds an Assistants run stays "cancelling" after /cancel, default 0),
     `tool_outputs`, `pending_replies()`, `state()` (what `GET /_fake/state` returns).
+
+    `message_metadata` plays Assistants-compatible servers that do not keep our labels:
+    "kept" (the real API), "on_create" (metadata given when a message is created is kept, but
+    there is no "modify message" endpoint: 404), "dropped" (messages never keep metadata;
+    modify answers with the message unchanged).
     """
 
     def __init__(
@@ -69,10 +74,14 @@ class FakeUpstream:
         require_key: str | None = None,
         context_limit_chars: int | None = None,
         delta_delay: float = 0.0,
+        message_metadata: str = "kept",
     ) -> None:
+        if message_metadata not in ("kept", "on_create", "dropped"):
+            raise ValueError(f"message_metadata {message_metadata!r}")
         self.require_key = require_key
         self.context_limit_chars = context_limit_chars
         self.delta_delay = delta_delay
+        self.message_metadata = message_metadata
         # Seconds an Assistants run stays "cancelling" after /cancel before becoming "cancelled".
         self.cancel_latency = 0.0
         self.base_url = ""
