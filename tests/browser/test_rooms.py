@@ -69,12 +69,14 @@ async def test_a_room_keeps_its_conversation_apart_from_the_default_room(
     await expect(carol.by_id("rooms-panel")).to_be_hidden()
 
     await carol.say("A question for the main room")
-    await expect(carol.role("assistant")).to_contain_text("Echo: A question for the main room")
+    await expect(carol.role("assistant")).to_contain_text(
+        re.compile(r"Echo: .*A question for the main room")
+    )
     await carol.idle()
     for who in (alice, bob):
         await who.idle()
         await expect(who.role("assistant")).to_have_count(1)
-        assert await who.answer_text() == STORY
+        assert (await who.answer_text() or "").strip() == STORY
         await expect(who.messages).to_have_count(2)
         assert not [t for t in await who.texts() if "main room" in t]
     await expect(carol.messages).to_have_count(2)
@@ -143,10 +145,10 @@ async def test_a_room_with_its_own_password_asks_for_it(
 
     await sam.page.reload()  # the password is remembered for this tab's session
     await expect(sam.by_id("nickname-input")).to_have_value("Sam")
+    await expect(sam.by_id("room-password-input")).to_be_hidden()
     await sam.by_id("join-button").click()
     await expect(sam.by_id("nickname-dialog")).to_be_hidden()
     await in_room(sam, "secret")
-    await expect(sam.messages).to_have_count(2)
 
 
 async def test_an_invalid_room_in_the_address_joins_nothing(
