@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from .terminal import Options, run
+from .terminal.rooms import ROOM_RULE, normalise_room
 
 DEFAULT_URL = "http://127.0.0.1:5020"
 
@@ -19,7 +20,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         prog="roundtable-chat",
         description="Join a Roundtable room from a terminal. Commands once in: "
-        "/who, /stop (or Ctrl-S), /help, /quit (or Ctrl-D, Ctrl-C).",
+        "/who, /rooms, /stop (or Ctrl-S), /help, /quit (or Ctrl-D, Ctrl-C).",
     )
     parser.add_argument(
         "--url",
@@ -30,12 +31,36 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument(
         "--password",
         default=os.environ.get("ROUNDTABLE_PASSWORD"),
-        help="the room password, if the server needs one (default: $ROUNDTABLE_PASSWORD)",
+        help="the server password, if the server needs one (default: $ROUNDTABLE_PASSWORD)",
+    )
+    parser.add_argument(
+        "--room",
+        default=os.environ.get("ROUNDTABLE_ROOM"),
+        help=f"the room to join ({ROOM_RULE}; default: $ROUNDTABLE_ROOM or the server's "
+        "default room)",
+    )
+    parser.add_argument(
+        "--room-password",
+        default=os.environ.get("ROUNDTABLE_ROOM_PASSWORD"),
+        help="the room's own password, if it has one (asked for when needed; "
+        "default: $ROUNDTABLE_ROOM_PASSWORD)",
     )
     parser.add_argument("--user-id", help="your id, to rejoin as the same person (optional)")
     args = parser.parse_args(argv)
     url = args.url if "://" in args.url else f"http://{args.url}"
-    return Options(url=url, name=args.name, password=args.password or None, user_id=args.user_id)
+    room = None
+    if args.room:
+        room = normalise_room(args.room)
+        if room is None:
+            parser.error(f"--room {args.room!r}: room names are {ROOM_RULE}")
+    return Options(
+        url=url,
+        name=args.name,
+        password=args.password or None,
+        user_id=args.user_id,
+        room=room,
+        room_password=args.room_password or None,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,5 +1,6 @@
-"""Run the terminal client: connect (asking for the room password if refused), pick a nickname,
-then read lines until /quit, Ctrl-D or Ctrl-C, and leave cleanly."""
+"""Run the terminal client: connect (asking for the server password if refused), pick a nickname
+(and a room's own password when it has one), then read lines until /quit, Ctrl-D or Ctrl-C, and
+leave cleanly."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ class Options:
     name: str | None = None
     password: str | None = None
     user_id: str | None = None
+    room: str | None = None  # None: the server's default room
+    room_password: str | None = None
 
 
 class Refused(Exception):
@@ -46,7 +49,8 @@ async def run(options: Options) -> int:
     """The whole session; returns the process exit code."""
     holder: list[Chat] = []
     screen = make_screen(holder)
-    chat = Chat(options.url, screen, options.user_id)
+    chat = Chat(options.url, screen, options.user_id, options.room)
+    chat.room_password = options.room_password
     holder.append(chat)
     with screen.active():
         session = asyncio.create_task(_session(chat, screen, options), name="session")
@@ -97,8 +101,9 @@ async def _connect(chat: Chat, screen: Screen, password: str | None) -> None:
 
 
 async def _register(chat: Chat, screen: Screen, name: str | None) -> None:
-    """Register, asking for another nickname while the server refuses it."""
-    for _ in range(NAME_TRIES):
+    """Register, asking for another nickname (or the room's password) while refused."""
+    password_tries = PASSWORD_TRIES
+    for _ in range(NAME_TRIES + PASSWORD_TRIES):
         while not name or not name.strip():
             name = await screen.ask("Nickname: ")
             if name is None:
@@ -107,12 +112,22 @@ async def _register(chat: Chat, screen: Screen, name: str | None) -> None:
         if refusal is None:
             return
         shown = refusal.code != "no_reply"  # the server's `error` event is already on screen
+        if refusal.code == "wrong_password" and password_tries > 0:
+            password_tries -= 1
+            chat.room_password = await screen.ask(f"Password for {_room_of(chat)}: ", secret=True)
+            if chat.room_password is None:
+                raise Refused("")  # not interactive: the server's message is on screen
+            continue
         if refusal.code not in RETRY_NAME:
             raise Refused("" if shown else refusal.message)
         name = await screen.ask("Choose another nickname: ")
         if name is None:
             raise Refused("" if shown else refusal.message)
-    raise Refused("too many refused nicknames")
+    raise Refused("too many refused nicknames or passwords")
+
+
+def _room_of(chat: Chat) -> str:
+    return f"room {chat.room}" if chat.room else "this room"
 
 
 async def _talk(chat: Chat, screen: Screen) -> None:
@@ -123,6 +138,9 @@ async def _talk(chat: Chat, screen: Screen) -> None:
             if screen.drain_on_eof:
                 await chat.settled()
             return
+        if line.strip().lower() == "/rooms":
+            await chat.list_rooms()  # awaited, so piped input sees the list in order
+            continue
         if not _handle(chat, screen, line):
             return
 

@@ -15,6 +15,7 @@ from typing import Any
 import socketio
 
 from . import lines
+from .rooms import RoomsUnavailable, fetch_rooms, room_link
 from .screen import Screen
 
 logger = logging.getLogger(__name__)
@@ -47,10 +48,15 @@ def _as_dict(data: object) -> dict[str, Any]:
 class Chat:
     """Connection, room state and the local message lock for one person."""
 
-    def __init__(self, url: str, screen: Screen, user_id: str | None = None) -> None:
+    def __init__(
+        self, url: str, screen: Screen, user_id: str | None = None, room: str | None = None
+    ) -> None:
         self.url = url
         self.name: str | None = None
         self.user_id = user_id
+        self.room = room  # the room asked for (None: the server's default room)
+        self.room_password: str | None = None  # only for a room that has its own password
+        self.room_name: str | None = None  # the room the server put us in
         self.assistant = "assistant"
         self._screen = screen
         self._sio = socketio.AsyncClient(
@@ -110,6 +116,10 @@ class Chat:
         payload: dict[str, str] = {"name": name}
         if self.user_id:
             payload["user_id"] = self.user_id
+        if self.room:
+            payload["room"] = self.room
+        if self.room_password:
+            payload["password"] = self.room_password
         try:
             reply = _as_dict(await self._sio.call("register", payload, timeout=15))
         except (socketio.exceptions.TimeoutError, socketio.exceptions.BadNamespaceError):
@@ -184,6 +194,16 @@ class Chat:
     def who(self) -> None:
         """Show who is online."""
         for line in lines.who(list(self._users.values()), self.name):
+            self._screen.show(line)
+
+    async def list_rooms(self) -> None:
+        """Show the open rooms (`/rooms`)."""
+        try:
+            listed = await fetch_rooms(self.url, (self._auth or {}).get("token"))
+        except RoomsUnavailable as exc:
+            self._screen.show(lines.error(str(exc)))
+            return
+        for line in lines.rooms(listed, self.room_name):
             self._screen.show(line)
 
     async def settled(self) -> None:
@@ -274,9 +294,16 @@ class Chat:
         }
         self._registered, self._busy = True, bool(welcome.get("busy"))
         names = [name for name, _ in self._users.values()]
+        self._show_room(_as_dict(welcome.get("room")).get("name"))
         for line in lines.welcome(self.name, names, self.assistant, self._joined_once):
             self._screen.show(line)
         self._pump()
+
+    def _show_room(self, room: object) -> None:
+        """The room's header line, once (a server without rooms sends no `room`)."""
+        if isinstance(room, str) and room and room != self.room_name:
+            self.room_name = room
+            self._screen.show(lines.room(room, room_link(self.url, room)))
 
     def _on_message_list(self, data: object) -> None:
         for msg in map(_as_dict, data if isinstance(data, list) else []):

@@ -14,6 +14,8 @@ from prompt_toolkit.formatted_text import StyleAndTextTuples, fragment_list_to_t
 from prompt_toolkit.styles import Style
 from prompt_toolkit.utils import get_cwidth
 
+from .rooms import RoomInfo
+
 STYLE = Style.from_dict(
     {
         "time": "#888888",
@@ -32,6 +34,7 @@ OFFLINE_NOTICE = "(not connected — your message will be sent once you are back
 HELP = (
     "Commands:",
     "  /who          who is online",
+    "  /rooms        the open rooms (join one with --room NAME)",
     "  /stop         stop the AI's answer (also Ctrl-S)",
     "  /quit         leave (also Ctrl-D or Ctrl-C)",
     "  //text        send a line that starts with /",
@@ -115,6 +118,24 @@ def who(users: list[tuple[str, int | None]], me: str | None) -> list[StyleAndTex
         when = f", since {clock(since)}" if since is not None else ""
         lines.append([("class:name", f"  {name}"), ("class:meta", f"{you}{when}")])
     return lines
+
+
+def room(name: str, link: str) -> StyleAndTextTuples:
+    """The room's header line: its name and the link that opens it in a browser."""
+    return [("class:meta", "— room "), ("class:name", name), ("class:meta", f" · {link}")]
+
+
+def rooms(listed: list[RoomInfo], current: str | None) -> list[StyleAndTextTuples]:
+    """The `/rooms` listing: a header, then one line per room (people, busy, yours)."""
+    if not listed:
+        return [meta("No rooms are open.")]
+    out = [meta(f"Rooms ({len(listed)}):")]
+    for entry in listed:
+        people = f"{entry.people} {'person' if entry.people == 1 else 'people'}"
+        notes = people + (", answering" if entry.busy else "")
+        here = " (you are here)" if entry.name == current else ""
+        out.append([("class:name", f"  {entry.name}"), ("class:meta", f"  {notes}{here}")])
+    return out
 
 
 def welcome(name: str, users: list[str], assistant: str, again: bool) -> list[StyleAndTextTuples]:

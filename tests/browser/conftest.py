@@ -52,13 +52,18 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def person(browser: Browser, start_server: StartServer) -> AsyncIterator[OpenPerson]:
-    """Factory: a person in a new browser context at the room (`at`, else a default server),
-    joined as `name` unless `name` is None. Any uncaught page error fails the test."""
+    """Factory: a person in a new browser context at the room (`at`, else a default server; `path`
+    e.g. "/r/design"), joined as `name` unless `name` is None. Any uncaught page error fails the
+    test."""
     people: list[Person] = []
     default: list[RunningServer] = []
 
     async def open_person(
-        name: str | None = None, *, at: RunningServer | None = None, **context_options: Any
+        name: str | None = None,
+        *,
+        at: RunningServer | None = None,
+        path: str = "",
+        **context_options: Any,
     ) -> Person:
         if at is None:
             if not default:
@@ -68,7 +73,7 @@ async def person(browser: Browser, start_server: StartServer) -> AsyncIterator[O
         context = await browser.new_context(**options)
         who = Person(await context.new_page())
         people.append(who)
-        await who.open(at.url)
+        await who.open(at.url + path)
         if name is not None:
             await who.join(name)
         return who

@@ -3,6 +3,7 @@
 const NAME_KEY = 'roundtable.name';
 const ID_KEY = 'roundtable.user_id';
 const PASSWORD_KEY = 'roundtable.password';
+const ROOM_PASSWORD_KEY = 'roundtable.room_password:'; // + the room's name ('' for the default)
 
 /** Random hex from the CSPRNG (works on plain http too, unlike crypto.randomUUID). */
 export function randomHex(bytes = 8) {
@@ -59,6 +60,23 @@ export function rememberPassword(password) {
     sessionStorage.setItem(PASSWORD_KEY, password);
   } catch {
     /* storage disabled: the password is kept in memory for this page only */
+  }
+}
+
+/** A room's own password (rooms configured with one), per room, for this tab's session only. */
+export function storedRoomPassword(room) {
+  try {
+    return sessionStorage.getItem(ROOM_PASSWORD_KEY + (room ?? '')) || '';
+  } catch {
+    return '';
+  }
+}
+
+export function rememberRoomPassword(room, password) {
+  try {
+    sessionStorage.setItem(ROOM_PASSWORD_KEY + (room ?? ''), password);
+  } catch {
+    /* storage disabled: kept in memory for this page only */
   }
 }
 

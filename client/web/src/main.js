@@ -3,9 +3,11 @@
 import { io } from 'socket.io-client';
 import {
   newMessageId, rememberName, rememberPassword, storedName, storedPassword, storedUserId,
+  rememberRoomPassword, storedRoomPassword,
 } from './identity.js';
 import { MessageList } from './messages.js';
 import { Activity, OnlineList } from './room.js';
+import { ROOM_RULE, RoomsPanel, roomFromPath, showRoomName } from './rooms.js';
 import './style.css';
 
 const NOTICE_MS = 6000;
@@ -28,6 +30,11 @@ const ui = {
   send: $('send'),
   stop: $('stop'),
   notice: $('notice'),
+  roomName: $('room-name'),
+  joinRoom: $('join-room'),
+  joinDefaultRoom: $('join-default-room'),
+  roomPasswordField: $('room-password-field'),
+  roomPassword: $('room-password-input'),
 };
 
 const messages = new MessageList($('messages'), $('empty'), $('jump'));
@@ -44,17 +51,36 @@ const state = {
   streamingId: null,
   password: storedPassword(), // only for rooms with ROOM_PASSWORD
 };
+const address = roomFromPath(location.pathname);
+state.room = address.room; // null: the server's default room
+state.roomPassword = storedRoomPassword(state.room); // only for a room that has its own password
+const rooms = new RoomsPanel({
+  toggle: $('rooms-toggle'), panel: $('rooms-panel'), list: $('room-list'),
+  status: $('rooms-status'), openForm: $('room-open-form'), openInput: $('room-open-input'),
+  openError: $('room-open-error'), link: $('room-share-link'), copy: $('room-copy'),
+}, () => (state.password ? { Authorization: `Bearer ${state.password}` } : {}));
 
 // `auth` is a function so every (re)connection sends the password as it is now.
 const socket = io({
   transports: ['websocket', 'polling'],
+  autoConnect: address.invalid === null, // an address naming no valid room joins nothing
   auth: (send) => send(state.password ? { token: state.password } : {}),
 });
 window.__roundtable_socket = socket; // for the browser tests (and curious people)
 
 // ----- joining -----
 function register() {
-  socket.emit('register', { user_id: state.userId ?? storedUserId(), name: state.name });
+  const payload = { user_id: state.userId ?? storedUserId(), name: state.name };
+  if (state.room) payload.room = state.room;
+  if (state.roomPassword) payload.password = state.roomPassword;
+  socket.emit('register', payload);
+}
+
+function showRoom(name) {
+  showRoomName(ui.roomName, name);
+  rooms.setCurrent(name);
+  ui.joinRoom.textContent = name ? `Room: ${name}` : '';
+  ui.joinRoom.hidden = !name;
 }
 
 function showJoinDialog(error, focus = ui.nickname) {
@@ -80,6 +106,10 @@ ui.joinForm.addEventListener('submit', (event) => {
   if (!ui.passwordField.hidden) {
     state.password = ui.password.value;
     rememberPassword(state.password);
+  }
+  if (!ui.roomPasswordField.hidden) {
+    state.roomPassword = ui.roomPassword.value;
+    rememberRoomPassword(state.room, state.roomPassword);
   }
   ui.joinButton.disabled = true;
   ui.joinButton.textContent = 'Joining…';
@@ -129,6 +159,7 @@ socket.on('welcome', (welcome) => {
   ui.me.textContent = welcome.name;
   ui.me.dataset.userId = welcome.user_id;
   ui.assistantName.textContent = `with ${state.assistant}`;
+  if (welcome.room?.name) showRoom(welcome.room.name);
   messages.setMe(welcome.user_id);
   online.reset(welcome.users, welcome.user_id);
   setBusy(Boolean(welcome.busy));
@@ -141,11 +172,21 @@ socket.on('error', (error) => {
   if (!state.registered) {
     // Only `register` is sent before a welcome: name_taken, invalid_name, room_full, ...
     state.wantJoin = false; // don't retry a refused name on every reconnect
+    if (code === 'wrong_password') {
+      askRoomPassword(text);
+      return;
+    }
     showJoinDialog(text);
   } else if (code !== 'already_registered') {
     showNotice(text);
   }
 });
+
+function askRoomPassword(text) {
+  rememberRoomPassword(state.room, ''); // a remembered password that stopped working
+  ui.roomPasswordField.hidden = false;
+  showJoinDialog(text, ui.nickname.value ? ui.roomPassword : ui.nickname);
+}
 
 // ----- room traffic -----
 socket.on('message-list', (list) => {
@@ -282,5 +323,15 @@ function showNotice(text) {
 // ----- start -----
 ui.nickname.value = storedName();
 ui.password.value = state.password;
-showJoinDialog();
+ui.roomPassword.value = state.roomPassword;
+showRoom(state.room);
+if (address.invalid !== null) {
+  // Never join some other room than the address names: say what is wrong instead.
+  showJoinDialog(`“${address.invalid}” is not a room name. Room names are ${ROOM_RULE}.`);
+  ui.joinButton.disabled = true;
+  ui.nickname.disabled = true;
+  ui.joinDefaultRoom.hidden = false;
+} else {
+  showJoinDialog();
+}
 updateComposer();
