@@ -68,29 +68,33 @@ async def process(
             await proc.wait()
 
 
-async def test_sigterm_deletes_the_thread_and_exits_promptly(
+async def test_sigterm_deletes_every_rooms_thread_and_exits_promptly(
     process: tuple[asyncio.subprocess.Process, str], upstream: FakeUpstream,
     request: pytest.FixtureRequest,
 ):
     proc, url = process
     alice, bob = Peer(url, "Alice"), Peer(url, "Bob")
-    await alice.join()
-    await bob.join()
+    carol = Peer(url, "Carol", room="design")
+    for peer in (alice, bob, carol):
+        await peer.join()
     upstream.enqueue(Text("Hello from the subprocess", delay=0.01))
     await alice.say("hi")
     await bob.wait_for("ai-end")
     assert bob.answers()[0]["content"] == "Hello from the subprocess"
-    [conversation] = upstream.conversations
+    await carol.say("hello design")
+    await carol.wait_for("ai-end")
+    conversations = set(upstream.conversations)
+    assert len(conversations) == 2  # one thread per room
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     await asyncio.wait_for(proc.wait(), 10)
     assert time.monotonic() - started < 10
-    assert conversation in upstream.deleted_conversations
+    assert conversations <= set(upstream.deleted_conversations)
     output = (await proc.stdout.read()).decode() if proc.stdout else ""
     assert "sk-test-secret-key" not in output
     assert "deleted thread" in output
     assert f"loop: {request.node.callspec.params['process']})" in output
-    for peer in (alice, bob):
+    for peer in (alice, bob, carol):
         await peer.close()
 
 
@@ -114,7 +118,8 @@ async def test_sigint_also_cleans_up(
 @pytest.mark.parametrize(
     ("env", "setting"),
     [({"LLM_API": "responses"}, "OPENAI_API_KEY"),
-     ({"OPENAI_API_KEY": "k", "SERVER_PORT": "eighty"}, "SERVER_PORT")],
+     ({"OPENAI_API_KEY": "k", "SERVER_PORT": "eighty"}, "SERVER_PORT"),
+     ({"OPENAI_API_KEY": "k", "ROOMS_FILE": "no-such-rooms.toml"}, "no-such-rooms.toml")],
 )
 async def test_bad_configuration_stops_start_up_with_one_clear_line(
     tmp_path: Path, env: dict[str, str], setting: str
