@@ -124,7 +124,8 @@ def _rooms_context(
         limits = room_limits(settings)
 
         def make_room(config: RoomConfig) -> Room:
-            return Room(provider, profile, emitter, limits, tools=tools, config=config)
+            return Room(provider, profile, emitter, limits, tools=tools, config=config,
+                        reply=settings.reply_mode, handle=settings.assistant_handle)
 
         app[PROVIDER_KEY] = provider
         app[ROOMS_KEY] = RoomRegistry(make_room, policy)

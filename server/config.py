@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .rooms.config import ROOM_NAME
+from .rooms.config import REPLY_MODES, ROOM_NAME
 
 LLM_APIS = ("responses", "assistants", "chat", "local")
 
@@ -77,6 +78,13 @@ def _room(raw: str) -> str:
     value = raw.strip().lower()
     if not ROOM_NAME.match(value):
         raise ValueError(f"a room name is 1 to 40 characters of a-z, 0-9, '-' and '_', got {raw!r}")
+    return value
+
+
+def _handle(raw: str) -> str:
+    value = raw.strip().lstrip("@")
+    if not re.match(r"^[A-Za-z0-9_-]{1,32}$", value):
+        raise ValueError(f"a handle is 1 to 32 letters, digits, '-' or '_', got {raw!r}")
     return value
 
 
@@ -174,6 +182,15 @@ class Settings:
     max_participants: int = _setting(
         "MAX_PARTICIPANTS", "2000", _int_range(1, 1_000_000),
         "People allowed in one room at once (a configured room may set its own).",
+    )
+    reply_mode: str = _setting(
+        "REPLY_MODE", "always", _choice(*REPLY_MODES),
+        "When the assistant answers: always (every message, input locked meanwhile), mention "
+        "(only when @-mentioned), auto (it decides); a room in ROOMS_FILE may fix its own.",
+    )
+    assistant_handle: str = _setting(
+        "ASSISTANT_HANDLE", "ai", _handle,
+        "The assistant's @handle in mention and auto rooms (@ai); @ and its name work too.",
     )
     default_room: str = _setting(
         "DEFAULT_ROOM", "main", _room, "The room of clients that name none (and of `/`)."

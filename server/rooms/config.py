@@ -11,6 +11,9 @@ from typing import Any
 from .roster import RoomError
 
 ROOM_NAME = re.compile(r"^[a-z0-9_-]{1,40}$")
+REPLY_MODES = ("always", "mention", "auto")
+# What a model answers when it chooses to stay silent (rooms whose reply mode is `auto`).
+NO_REPLY = "NO_REPLY"
 
 
 def room_name(raw: object) -> str:
@@ -33,6 +36,7 @@ class RoomConfig:
     password: str = ""
     listed: bool = True
     max_participants: int | None = None
+    reply: str | None = None  # fixes the room's reply mode (REPLY_MODES)
     configured: bool = False
 
 
@@ -42,6 +46,7 @@ class RoomsFileError(Exception):
 
 _KEYS: dict[str, type] = {
     "instructions": str, "password": str, "listed": bool, "max_participants": int,
+    "reply": str,
 }
 
 
@@ -93,5 +98,8 @@ def _room(path: str, name: str, table: Any) -> RoomConfig:
             )
         if key == "max_participants" and isinstance(value, int) and value < 1:
             raise RoomsFileError(f"{path}: room {name!r}: key 'max_participants' must be >= 1")
+        if key == "reply" and value not in REPLY_MODES:
+            raise RoomsFileError(f"{path}: room {name!r}: key 'reply' must be one of "
+                                 f"{', '.join(REPLY_MODES)}, got {value!r}")
         values[key] = value
     return RoomConfig(name, configured=True, **values)

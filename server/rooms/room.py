@@ -18,11 +18,12 @@ from ..tools import ToolRegistry
 from .config import RoomConfig
 from .emitter import Emitter
 from .membership import Membership
+from .reply import REPLY_MODES, SWITCHED, Mentions, reply_note, wants_run
 from .roster import Person, RoomError, Roster
 from .side_channel import SideChannel
 from .thread import RoomThread
 from .transcript import Transcript
-from .turns import Turn, TurnEngine, TurnLimits
+from .turns import Note, Turn, TurnEngine, TurnLimits
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +72,13 @@ class Room:
         clock: Callable[[], datetime] | None = None,
         tools: ToolRegistry | None = None,
         config: RoomConfig | None = None,
+        reply: str = "always",
+        handle: str = "ai",
     ) -> None:
         self.config = config or RoomConfig("main")
+        self.reply = self.config.reply or reply  # how the assistant answers: see reply.py
+        self.handle = handle
+        self._mentions = Mentions(handle, profile.name)
         self.name = self.config.name
         self.profile = profile
         self.limits = limits or RoomLimits()
@@ -124,7 +130,8 @@ class Room:
     def info(self) -> dict[str, Any]:
         """The room as `welcome.room` describes it."""
         return {"name": self.name, "listed": self.config.listed,
-                "password": bool(self.config.password)}
+                "password": bool(self.config.password), "reply": self.reply,
+                "reply_locked": self.config.reply is not None}
 
     # ----- lifecycle -----
     async def start(self) -> None:
@@ -140,14 +147,14 @@ class Room:
     async def register(self, sid: str, user_id: object, name: str) -> dict[str, Any]:
         """Bind `sid` to a nickname; return the `welcome` payload (already sent to `sid`)."""
         person = self._members.bind(sid, user_id, name)
-        history = await self._transcript.history(self.busy)
+        history = await self._transcript.history(self._turns.running)
         if not self._members.bound(sid):  # gone while the history was read
             raise RoomError("not_registered", "The connection closed during registration.")
         welcome = {
             "user_id": person.user_id,
             "name": person.name,
             "users": self.users(),
-            "assistant": {"name": self.profile.name},
+            "assistant": {"name": self.profile.name, "handle": self.handle},
             "busy": self.busy,
             "room": self.info(),
         }
@@ -166,7 +173,7 @@ class Room:
         if history:
             await send(sid, "message-list", history)
         turn = self._turns.current
-        if turn is not None:
+        if turn is not None and turn.started:
             await send(sid, "ai-start", None)
             if turn.announced and turn.answer is not None:
                 await send(sid, "message-start", turn.answer.to_wire())
@@ -210,16 +217,20 @@ class Room:
                 "message_too_long",
                 f"The message is longer than {self.limits.max_message_length} characters.",
             )
-        if self._turns.queued() >= self.limits.max_queued_turns:
-            raise RoomError("busy_queue_full", "Too many messages are waiting; try again soon.")
         message_id = self._transcript.claim_id(client_id, "m")
         return Message(message_id, person.user_id, person.name, "user", content, now_ms())
 
     async def _queue(
         self, message: Message, skip: Collection[str], quiet: frozenset[str]
     ) -> dict[str, Any]:
+        mentioned = self.reply != "always" and self._mentions.found_in(message.content)
+        item: Turn | Note = Note(message)
+        if wants_run(self.reply, mentioned):
+            if self._turns.queued() >= self.limits.max_queued_turns:
+                raise RoomError("busy_queue_full", "Too many messages are waiting; try again soon.")
+            item = Turn(message, quiet, mentioned, may_pass=self.reply == "auto" and not mentioned)
         await self._emit("message", message.to_wire(), skip=skip)
-        queued = self._turns.submit(Turn(message, quiet))
+        queued = self._turns.submit(item)
         return {"ok": True, "id": message.id, "created_at": message.created_at,
                 "queued": queued}
 
@@ -230,6 +241,23 @@ class Room:
         if stopped:
             logger.info("%s stopped the answer in room %s", person.name, self.name)
         return stopped
+
+    async def set_reply(self, sid: str, mode: object) -> dict[str, Any]:
+        """Switch how the assistant answers (any participant, unless ROOMS_FILE fixes it)."""
+        person = self._members.roster.of(sid)
+        if mode not in REPLY_MODES:
+            raise RoomError("invalid_payload",
+                            f"reply must be one of {', '.join(REPLY_MODES)}.")
+        if self.config.reply is not None:
+            raise RoomError("settings_locked", "This room's settings are fixed by the server.")
+        assert isinstance(mode, str)
+        if mode != self.reply:
+            self.reply = mode
+            logger.info("%s set room %s to reply mode %s", person.name, self.name, mode)
+            await self._emit("room-settings", {"reply": mode, "by": person.name})
+            notice = f"{person.name} set the assistant to {SWITCHED[mode]}."
+            await self._emit("message", Message.system(notice).to_wire())
+        return {"ok": True, "reply": self.reply}
 
     async def leave(self, sid: str) -> bool:
         """Forget a connection. When the room's last person leaves: drop queued turns, cancel
@@ -253,8 +281,11 @@ class Room:
         finally:
             self._preparing = False
 
-    def _instructions(self, nickname: str) -> str:
+    def _instructions(self, turn: Turn) -> str:
+        nickname = turn.message.name
         base = self.profile.instructions
         if self.config.instructions:
             base = f"{base}\n\n{self.config.instructions}"
-        return run_instructions(base, nickname, self._clock())
+        text = run_instructions(base, nickname, self._clock())
+        note = reply_note(self.reply, turn.mentioned, nickname)
+        return f"{text}\n{note}" if note else text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..messages import Message, is_safe_id, new_id
+from .config import NO_REPLY
 from .thread import RoomThread
 
 
@@ -55,4 +56,6 @@ class Transcript:
         theirs = await self.thread.read_back()
         if theirs is None or version != self.version:
             return ours
-        return [m.to_wire() for m in theirs]
+        # an answer that chose silence is in the thread, but was never shown
+        return [m.to_wire() for m in theirs
+                if not (m.role == "assistant" and m.content.strip() == NO_REPLY)]

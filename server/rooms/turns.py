@@ -1,7 +1,9 @@
 """The turn engine: a FIFO queue of messages to answer, one answer at a time, and stop.
 
 Each answer is a `Turn`, one object holding what the turn is (its message, its answer, whether
-the answer was announced, who stopped it), instead of flags spread over the room.
+the answer was announced, who stopped it), instead of flags spread over the room. A `Note` is a
+message that enters the thread without an answer (a room where the assistant answers only when
+addressed); it waits in the same queue, so the thread keeps the room's order.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ..providers.base import Provider, RunRequest, ToolCall, ToolResult
 from ..providers.errors import ProviderError, ProviderTimeout
 from ..tools import RoomView, ToolRegistry
 from .batching import BATCH_MIN_RECIPIENTS, BATCH_WINDOW, DeltaBatcher
-from .roster import RoomError
+from .config import NO_REPLY
 from .side_channel import SideChannel
 from .transcript import Transcript
 
@@ -46,15 +48,32 @@ class TurnLimits:
 @dataclass(eq=False)
 class Turn:
     """A user message and, once taken, its answer. `quiet` sids do not get the final
-    message-list (they asked over HTTP and receive the answer in the response body)."""
+    message-list (they asked over HTTP and receive the answer in the response body). A turn
+    that `may_pass` shows nothing until its text is clearly not `NO_REPLY`, and nothing at all
+    if it is."""
 
     message: Message
     quiet: frozenset[str] = frozenset()
+    mentioned: bool = False  # the message addressed the assistant
+    may_pass: bool = False
     answer: Message | None = None
+    started: bool = False  # ai-start went out
     announced: bool = False  # message-start went out
+    held: str = ""  # text kept back while it may still be NO_REPLY
     stopped_by: str | None = None
     completed: bool = False
     deltas: DeltaBatcher | None = field(default=None, repr=False)
+
+    def passes(self) -> bool:
+        """Whether the text so far may still be the model's NO_REPLY."""
+        return self.may_pass and NO_REPLY.startswith(self.held.strip())
+
+
+@dataclass(eq=False)
+class Note:
+    """A message that enters the thread without a run."""
+
+    message: Message
 
 
 class RoomEmit(Protocol):
@@ -74,7 +93,7 @@ class TurnEngine:
         transcript: Transcript,
         emit: RoomEmit,
         assistant_name: str,
-        instructions: Callable[[str], str],
+        instructions: Callable[[Turn], str],
         audience: Callable[[], int],
         tools: ToolRegistry,
         view: RoomView,
@@ -91,7 +110,7 @@ class TurnEngine:
         self._view = view
         self._side = side
         self._limits = limits
-        self._queued: deque[Turn] = deque()
+        self._queued: deque[Turn | Note] = deque()
         self._wake = asyncio.Event()
         self.current: Turn | None = None
         self._task: asyncio.Task[None] | None = None
@@ -100,14 +119,21 @@ class TurnEngine:
 
     @property
     def busy(self) -> bool:
+        """Whether the room sees the assistant answering (between ai-start and ai-end)."""
+        return self.current is not None and self.current.started
+
+    @property
+    def running(self) -> bool:
+        """Whether a run is in progress, shown yet or not."""
         return self.current is not None
 
     def queued(self) -> int:
-        return len(self._queued)
+        """Turns waiting for an answer (notes do not count)."""
+        return sum(isinstance(item, Turn) for item in self._queued)
 
     def waiting(self) -> list[Message]:
         """Messages accepted but not yet in the thread, in order."""
-        return [turn.message for turn in self._queued]
+        return [item.message for item in self._queued]
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._work(), name="turn-worker")
@@ -122,13 +148,12 @@ class TurnEngine:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def submit(self, turn: Turn) -> int:
-        """Queue a turn; return how many are waiting (refused when the queue is full)."""
-        if len(self._queued) >= self._limits.max_queued_turns:
-            raise RoomError("busy_queue_full", "Too many messages are waiting; try again soon.")
-        self._queued.append(turn)
+    def submit(self, item: Turn | Note) -> int:
+        """Queue a turn or a note (the room checks MAX_QUEUED_TURNS first); return how many
+        turns are waiting."""
+        self._queued.append(item)
         self._wake.set()
-        return len(self._queued)
+        return self.queued()
 
     def stop(self, by: str) -> bool:
         """Cancel the answer in progress; False if there is none."""
@@ -155,7 +180,11 @@ class TurnEngine:
             if not self._queued:
                 self._wake.clear()
                 continue
-            turn = self._queued.popleft()
+            item = self._queued.popleft()
+            if isinstance(item, Note):
+                await self._note([item, *self._more_notes()])
+                continue
+            turn = item
             task = asyncio.create_task(self._take(turn), name=f"turn-{turn.message.id}")
             self._task = task
             try:
@@ -167,6 +196,23 @@ class TurnEngine:
             finally:
                 self._task = None
 
+    def _more_notes(self) -> list[Note]:
+        notes = []
+        while self._queued and isinstance(self._queued[0], Note):
+            notes.append(self._queued.popleft())
+        return notes  # type: ignore[return-value]
+
+    async def _note(self, notes: list[Note]) -> None:
+        """Messages enter the thread without a run (and the transcript, whatever happens)."""
+        messages = [note.message for note in notes]
+        for message in messages:
+            self._transcript.add(message)
+        try:
+            thread_id = await self._transcript.thread.ensure()
+            await self._provider.append(thread_id, messages)
+        except ProviderError as exc:
+            logger.warning("%d message(s) did not reach the thread: %s", len(messages), exc)
+
     async def _take(self, turn: Turn) -> None:
         message = turn.message
         answer = Message(new_id("a"), None, self._name, "assistant", "", now_ms(),
@@ -176,7 +222,8 @@ class TurnEngine:
         turn.answer = answer
         turn.deltas = DeltaBatcher(lambda text: self._send_delta(answer, text), window, self.spawn)
         self.current = turn
-        await self._emit("ai-start", None)
+        if not turn.may_pass:
+            await self._start(turn)
         try:
             thread_id = await self._transcript.thread.ensure()
             self._transcript.add(message)
@@ -184,6 +231,7 @@ class TurnEngine:
             turn.completed = True
         except ProviderError as exc:
             logger.warning("turn %s failed: %s: %s", message.id, type(exc).__name__, exc)
+            turn.held = ""  # nothing more of it will be shown
             await self._emit("message", Message.system(exc.user_message).to_wire())
         except asyncio.CancelledError:
             logger.info("turn %s cancelled", message.id)
@@ -221,7 +269,7 @@ class TurnEngine:
             return list(results)
 
         request = RunRequest(
-            turn.message, self._instructions(turn.message.name), self._tools.specs(),
+            turn.message, self._instructions(turn), self._tools.specs(),
             call_tools, answer_id=answer.id, answer_created_at=answer.created_at,
         )
         try:
@@ -234,15 +282,29 @@ class TurnEngine:
 
     async def _call_tool(self, answer_id: str, call: ToolCall) -> ToolResult:
         """Run one tool call, telling the room when it starts and how it ended."""
+        if self.current is not None:
+            await self._start(self.current)  # a model that uses tools is answering
         status = {"message_id": answer_id, "call_id": call.call_id, "name": call.name}
         await self._emit("tool-call", {**status, "status": "started"})
         outcome = await self._tools.execute(call, self._view, self._limits.tool_timeout)
         await self._emit("tool-call", {**status, "status": "finished" if outcome.ok else "failed"})
         return outcome.result
 
+    async def _start(self, turn: Turn) -> None:
+        """ai-start, once per turn: the room sees that the assistant is answering."""
+        if not turn.started:
+            turn.started = True
+            await self._emit("ai-start", None)
+
     async def _stream(self, turn: Turn, text: str) -> None:
         if not text or turn.answer is None or turn.deltas is None:
             return
+        if not turn.started:
+            turn.held += text
+            if turn.passes():
+                return  # it may still be NO_REPLY: show nothing yet
+            text, turn.held = turn.held, ""
+            await self._start(turn)
         if not turn.announced:
             turn.announced = True
             # in a large room it goes out with the first delta: one write per person, not two
@@ -257,7 +319,12 @@ class TurnEngine:
         await self._emit("message-delta", {"id": answer.id, "delta": text})
 
     async def _finish(self, turn: Turn) -> None:
-        """Record the answer (kept even when cut short) and release the lock."""
+        """Record the answer (kept even when cut short) and release the lock. A turn whose
+        whole answer was NO_REPLY ends without a word to anyone."""
+        if turn.held and turn.held.strip() != NO_REPLY:
+            text, turn.held = turn.held, ""  # it ended before it was clearly not NO_REPLY
+            await self._start(turn)
+            await self._stream(turn, text)
         if turn.deltas is not None:
             await turn.deltas.flush()
         answer = turn.answer
@@ -267,7 +334,10 @@ class TurnEngine:
             answer.incomplete = not turn.completed
             self._transcript.add(answer)
             await self._emit("message-list", [answer.to_wire()], skip=turn.quiet)
-        await self._emit("ai-end", None)
+        if turn.started:
+            await self._emit("ai-end", None)
+        elif turn.held:
+            logger.info("turn %s: the assistant chose not to answer", turn.message.id)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)

@@ -79,6 +79,7 @@ class RoomHandlers:
         self._sio.on("register", self.register)
         self._sio.on("message", self.message)
         self._sio.on("stop", self.stop)
+        self._sio.on("room-settings", self.room_settings)
 
     async def connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         if self._password and not hmac.compare_digest(
@@ -148,6 +149,18 @@ class RoomHandlers:
         except RoomError as exc:
             return await self._error(sid, exc.code, exc.message)
         return {"ok": True, "stopped": stopped}
+
+    async def room_settings(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+        room = self._room(sid)
+        if room is None:
+            return await self._error(sid, "not_registered", "Register with a nickname first.")
+        if extra or not isinstance(data, dict) or "reply" not in data:
+            return await self._error(
+                sid, "invalid_payload", 'room-settings needs {"reply": "always|mention|auto"}.')
+        try:
+            return await room.set_reply(sid, data["reply"])
+        except RoomError as exc:
+            return await self._error(sid, exc.code, exc.message)
 
     def _room(self, sid: str) -> Room | None:
         room = self._registry().of(sid)
