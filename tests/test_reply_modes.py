@@ -119,7 +119,7 @@ async def test_auto_mode_stays_silent_on_no_reply_and_answers_otherwise(
         assert answer["content"] == "NOT sure, but I think it is Tuesday."
         assert peer.streamed(answer["id"]) == answer["content"]
     silent, spoken = (instructions_of(r.json) for r in upstream.model_requests())
-    assert "answer exactly NO_REPLY" in silent
+    assert "answer exactly NO_REPLY" in silent and "answer exactly NO_REPLY" in spoken
     upstream.enqueue(Text("Hello Alice!"))
     await alice.say("@ai hello")
     await alice.wait_for("ai-end", count=2)
