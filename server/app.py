@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +13,24 @@ import socketio
 from aiohttp import web
 
 from .config import Settings
+from .lifecycle import Service
 from .local_model import LocalModelServer
+from .metrics import Metrics
 from .providers import OpenAISettings, Provider, create_provider
+from .providers.base import AssistantProfile
 from .rooms import RegistryPolicy, Room, RoomConfig, RoomLimits, RoomRegistry, load_rooms_file
 from .tools import ToolRegistry, load_registry
 from .transport.emitter import SocketEmitter
 from .transport.engine import NAMESPACE, RoomServer
 from .transport.handlers import RoomHandlers
-from .transport.http import OriginPolicy, StreamRoute, index_handler, rooms_handler
+from .transport.http import (
+    OriginPolicy,
+    StreamRoute,
+    health_handlers,
+    index_handler,
+    metrics_handler,
+    rooms_handler,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +38,8 @@ WEB_DIST = Path(__file__).resolve().parent.parent / "client" / "web" / "dist"
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 SIO_KEY = web.AppKey("sio", socketio.AsyncServer)
-ROOMS_KEY = web.AppKey("rooms", RoomRegistry)
+SERVICE_KEY = web.AppKey("service", Service)
+METRICS_KEY = web.AppKey("metrics", Metrics)
 PROVIDER_KEY = web.AppKey("provider", Provider)
 LOCAL_MODEL_KEY = web.AppKey("local_model", LocalModelServer)
 HANDLERS_KEY = web.AppKey("handlers", RoomHandlers)
@@ -82,23 +94,27 @@ def create_app(settings: Settings, provider: Provider | None = None) -> web.Appl
     sio.attach(app)
     app[SETTINGS_KEY] = settings
     app[SIO_KEY] = sio
+    metrics = app[METRICS_KEY] = Metrics()
 
-    def registry() -> RoomRegistry:
-        return app[ROOMS_KEY]
+    def service() -> Service | None:
+        return app.get(SERVICE_KEY)
 
-    emitter = app[EMITTER_KEY] = SocketEmitter(sio)
-    handlers = RoomHandlers(
-        sio, registry, emitter, settings.room_password, settings.rate_limit_per_minute
-    )
+    emitter = app[EMITTER_KEY] = SocketEmitter(sio, metrics)
+    handlers = RoomHandlers(sio, service, emitter, settings.room_password,
+                            settings.rate_limit_per_minute, metrics)
     handlers.attach()
     app[HANDLERS_KEY] = handlers
-    app.cleanup_ctx.append(_rooms_context(provider, tools, emitter, policy))
-    app.on_shutdown.append(_disconnect_everyone)
-    stream = StreamRoute(registry, origins)
+    app.cleanup_ctx.append(_service_context(provider, tools, emitter, policy, metrics))
+    app.on_shutdown.append(_drain_and_disconnect)
+    _gauges(app, metrics)
+    stream = StreamRoute(service, origins, metrics)
     app.router.add_post("/stream", stream.post)
     app.router.add_route("OPTIONS", "/stream", stream.preflight)
-    app.router.add_get("/healthz", _health)
-    app.router.add_get("/api/rooms", rooms_handler(registry, settings.room_password))
+    health, ready = health_handlers(service, settings.llm_api)
+    app.router.add_get("/healthz", health)
+    app.router.add_get("/readyz", ready)
+    app.router.add_get("/metrics", metrics_handler(metrics, settings.metrics_token))
+    app.router.add_get("/api/rooms", rooms_handler(service, settings.room_password, metrics))
     index = index_handler(WEB_DIST)
     app.router.add_get("/", index)
     app.router.add_get("/r/{room}", index)
@@ -107,31 +123,49 @@ def create_app(settings: Settings, provider: Provider | None = None) -> web.Appl
     return app
 
 
-def _rooms_context(
+def _gauges(app: web.Application, metrics: Metrics) -> None:
+    def registry() -> RoomRegistry | None:
+        found = app.get(SERVICE_KEY)
+        return None if found is None else found.registry
+
+    def of(read: Any) -> Any:
+        return lambda: 0 if (r := registry()) is None else read(r)
+
+    metrics.gauges(
+        rooms=of(lambda r: len(r.open_rooms())), people=of(RoomRegistry.people),
+        connections=lambda: len(app[SIO_KEY].eio.sockets), waiting=of(RoomRegistry.waiting),
+    )
+
+
+def _service_context(
     injected: Provider | None, tools: ToolRegistry, emitter: SocketEmitter,
-    policy: RegistryPolicy,
+    policy: RegistryPolicy, metrics: Metrics,
 ) -> Any:
     async def context(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
         local = None
+        opened = replace(provider_settings(settings), on_retry=metrics.provider_retries.inc)
         if injected is None and settings.llm_api == "local":  # the owned llama.cpp child
             local = app[LOCAL_MODEL_KEY] = LocalModelServer.from_settings(settings)
             await local.start()
-            provider = create_provider("chat", local.provider_settings(provider_settings(settings)))
+            provider = create_provider("chat", local.provider_settings(opened))
         else:
-            provider = injected or create_provider(settings.llm_api, provider_settings(settings))
-        profile = await provider.open()
+            provider = injected or create_provider(settings.llm_api, opened)
         limits = room_limits(settings)
 
-        def make_room(config: RoomConfig) -> Room:
-            return Room(provider, profile, emitter, limits, tools=tools, config=config,
-                        reply=settings.reply_mode, handle=settings.assistant_handle)
+        def make_registry(profile: AssistantProfile) -> RoomRegistry:
+            def make_room(config: RoomConfig) -> Room:
+                return Room(provider, profile, emitter, limits, tools=tools, config=config,
+                            reply=settings.reply_mode, handle=settings.assistant_handle,
+                            metrics=metrics)
 
+            return RoomRegistry(make_room, policy)
+
+        service = app[SERVICE_KEY] = Service(provider, make_registry)
         app[PROVIDER_KEY] = provider
-        app[ROOMS_KEY] = RoomRegistry(make_room, policy)
-        logger.info("rooms ready: assistant %r via %s", profile.name, settings.llm_api)
+        await service.start()
         yield
-        await _close_rooms(app)
+        await service.close_rooms(settings.shutdown_timeout)
         await provider.close()
         if local is not None:
             await local.stop()
@@ -139,31 +173,17 @@ def _rooms_context(
     return context
 
 
-async def _close_rooms(app: web.Application) -> None:
-    """Cancel every run and delete every room's thread, within the shutdown time budget."""
-    timeout = app[SETTINGS_KEY].shutdown_timeout
-    try:
-        await asyncio.wait_for(app[ROOMS_KEY].close(), timeout)
-    except TimeoutError:
-        logger.warning("room clean-up took longer than %ss; giving up", timeout)
-
-
-async def _disconnect_everyone(app: web.Application) -> None:
-    """Close the rooms, then every socket, so aiohttp need not wait for open websockets."""
-    sio = app[SIO_KEY]
-    await _close_rooms(app)
+async def _drain_and_disconnect(app: web.Application) -> None:
+    """On SIGTERM (the listening socket is already closed): let answers in flight finish for
+    up to DRAIN_TIMEOUT, close the rooms, then every socket, so aiohttp need not wait for open
+    websockets."""
+    settings, sio = app[SETTINGS_KEY], app[SIO_KEY]
+    service = app.get(SERVICE_KEY)
+    if service is not None:
+        await service.drain(settings.drain_timeout)
+        await service.close_rooms(settings.shutdown_timeout)
     sids = [sid for sid, _ in sio.manager.get_participants(NAMESPACE, None)]
     await asyncio.gather(*(sio.disconnect(sid) for sid in sids), return_exceptions=True)
     await app[HANDLERS_KEY].close()
     await app[EMITTER_KEY].close()
     await sio.shutdown()
-
-
-async def _health(request: web.Request) -> web.Response:
-    registry = request.app[ROOMS_KEY]
-    settings = request.app[SETTINGS_KEY]
-    return web.json_response(
-        {"status": "ok", "users": registry.people(),
-         "busy": any(room.busy for room in registry.open_rooms()),
-         "rooms": len(registry.open_rooms()), "provider": settings.llm_api}
-    )

@@ -223,6 +223,15 @@ class Settings:
         "as a bearer token; empty = open server.",
         secret=True,
     )
+    metrics_token: str = _setting(
+        "METRICS_TOKEN", "", _str,
+        "If set, GET /metrics needs it as a bearer token; empty = open to whoever reaches it.",
+        secret=True,
+    )
+    drain_timeout: float = _setting(
+        "DRAIN_TIMEOUT", "15", _float_range(0, 3600),
+        "On SIGTERM, seconds the answers in flight may take to finish before they are cut short.",
+    )
     run_timeout: float = _setting(
         "RUN_TIMEOUT", "60", _float_range(1, 3600),
         "Seconds without any streamed output before an answer is abandoned.",

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from server.app import ROOMS_KEY, SETTINGS_KEY, create_app
+from server.app import SERVICE_KEY, SETTINGS_KEY, create_app
 from server.config import Settings
 from server.rooms import Room, RoomRegistry
 from tests.fake_upstream import FakeUpstream
@@ -40,7 +40,9 @@ class RunningServer:
 
     @property
     def rooms(self) -> RoomRegistry:
-        return self.app[ROOMS_KEY]
+        registry = self.app[SERVICE_KEY].registry
+        assert registry is not None, "the provider is not open"
+        return registry
 
     @property
     def room(self) -> Room:

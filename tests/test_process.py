@@ -142,3 +142,47 @@ async def test_asking_for_uvloop_without_it_installed_is_one_clear_line(tmp_path
     lines = out.decode().strip().splitlines()
     assert proc.returncode == 2
     assert len(lines) == 1 and "EVENT_LOOP" in lines[0] and "pip install uvloop" in lines[0]
+
+
+async def started(tmp_path: Path, upstream: FakeUpstream, **env: str) -> tuple[
+        asyncio.subprocess.Process, str]:
+    port = free_port()
+    proc = await spawn(tmp_path, server_env(
+        OPENAI_API_KEY="k", OPENAI_BASE_URL=upstream.base_url, SERVER_PORT=str(port),
+        SHUTDOWN_TIMEOUT="3", **env))
+    url = f"http://127.0.0.1:{port}"
+    await wait_healthy(url, proc)
+    return proc, url
+
+
+@pytest.mark.parametrize(("drain", "complete"), [("10", True), ("0.3", False)])
+async def test_sigterm_lets_the_answer_in_flight_finish_within_drain_timeout(
+    tmp_path: Path, upstream: FakeUpstream, drain: str, complete: bool
+):
+    """SIGTERM closes the listening port at once; the answer streaming then finishes (or, past
+    DRAIN_TIMEOUT, is cut short with a notice and kept as incomplete) before the server exits."""
+    proc, url = await started(tmp_path, upstream, DRAIN_TIMEOUT=drain)
+    try:
+        alice = Peer(url, "Alice")
+        await alice.join()
+        text = " ".join(f"w{i}" for i in range(30))
+        upstream.enqueue(Text(text, delay=0.05))
+        await alice.say("a long one")
+        await alice.wait_for("message-delta")
+        proc.send_signal(signal.SIGTERM)
+        await alice.wait_for("ai-end", timeout=15)
+        [answer] = alice.answers()
+        if complete:
+            assert answer["content"] == text and "incomplete" not in answer
+        else:
+            assert answer.get("incomplete") is True and text.startswith(answer["content"])
+            [notice] = [m for m in alice.of("message") if m["role"] == "system"]
+            assert "restarting" in notice["content"]
+        await asyncio.wait_for(proc.wait(), 15)
+        assert proc.returncode == 0
+        assert list(upstream.conversations) == []  # the thread was deleted
+        await alice.close()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

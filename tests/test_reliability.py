@@ -19,9 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from server.app import PROVIDER_KEY, SIO_KEY
+from server.app import PROVIDER_KEY, SERVICE_KEY, SIO_KEY
 from server.providers.chat import ChatProvider
-from server.providers.errors import ProviderError
 from tests.conftest import RunningServer, StartServer, free_port
 from tests.fake_upstream import CutStream, FakeUpstream, HTTPError, Malformed, Stall, Text
 from tests.fake_upstream.script import Reply, split_words
@@ -202,28 +201,33 @@ async def test_an_unreachable_provider_is_reported_and_the_room_recovers(
 async def test_a_closed_provider_port_from_the_start(
     start_server: StartServer, upstream: FakeUpstream, crowd: Crowd, llm_api: str
 ):
-    """OPENAI_BASE_URL points at a closed loopback port: the room says so on each message;
-    once something listens there, messages are answered."""
+    """OPENAI_BASE_URL points at a closed loopback port: the server starts but is not ready
+    (/readyz 503 with the reason) and people are told `unavailable` instead of silence; once
+    something listens there, the provider opens by itself and messages are answered."""
     port = free_port()
     closed = f"http://127.0.0.1:{port}/v1"
-    if llm_api == "assistants":  # the assistant is created at start-up: start-up fails
-        with pytest.raises(ProviderError):
-            await start_server(openai_base_url=closed, provider_max_retries=0)
-        return
-    server = await start_server(openai_base_url=closed)
-    alice, bob = await room_of(crowd, server, "Alice", "Bob")
-    await alice.say("hello?")
-    for peer in (alice, bob):
-        await peer.wait_for("ai-end", timeout=15)
-        assert "unavailable" in the_notice(peer)["content"]
+    server = await start_server(openai_base_url=closed, provider_max_retries=0)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/readyz") as resp:
+            assert resp.status == 503
+            assert "cannot be opened" in (await resp.json())["reason"]
+        async with http.get(f"{server.url}/healthz") as resp:
+            assert resp.status == 200  # alive, just not ready
+    alice = crowd(server, "Alice")
+    await alice.sio.connect(server.url, transports=["websocket"], wait_timeout=5)
+    refused = await alice.call("register", {"name": "Alice"})
+    assert refused["code"] == "unavailable" and "not available" in refused["message"]
     late = FakeUpstream()
     await late.start(port=port)
     try:
+        await wait_until(lambda: server.app[SERVICE_KEY].ready, timeout=15,
+                         what="the provider to open once its server listens")
+        assert (await alice.call("register", {"name": "Alice"}))["ok"]
+        [bob] = await room_of(crowd, server, "Bob")
         await bob.say("hello again")
         for peer in (alice, bob):
-            await peer.wait_for("ai-end", count=2)
+            await peer.wait_for("ai-end")
             assert peer.answers()[-1]["content"] == "Echo: [Bob] hello again"
-            assert len(system_notices(peer)) == 1
     finally:
         await late.stop()
 

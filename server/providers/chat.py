@@ -20,7 +20,7 @@ import openai
 from ..messages import Message, new_id
 from .assistants import chat_tools
 from .base import AssistantProfile, RunEvent, RunRequest, TextDelta, ToolCall
-from .client import STREAM_ERRORS, OpenAISettings, make_client
+from .client import STREAM_ERRORS, OpenAISettings, check_reachable, make_client
 from .errors import ProviderError, ProviderProtocolError, translate
 from .gate import ThreadGate
 from .responses import attributed_text
@@ -99,6 +99,7 @@ class ChatProvider:
         self._gate = ThreadGate()
 
     async def open(self) -> AssistantProfile:
+        await check_reachable(self._client, self._settings.model)
         return AssistantProfile(self._settings.assistant_name, self._settings.instructions)
 
     async def close(self) -> None:

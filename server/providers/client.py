@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import openai
+
+from .errors import translate
 
 # A key is required by the SDK even when an OpenAI-compatible server needs none; this
 # placeholder is sent instead, so no real credential is ever invented or logged.
@@ -43,13 +47,36 @@ class OpenAISettings:
     max_retries: int = 2
     assistant_id: str = ""
     context_budget: int = 16000
+    on_retry: Callable[[], None] | None = None  # told of every request the SDK retries
 
 
 def make_client(settings: OpenAISettings) -> openai.AsyncOpenAI:
     """An AsyncOpenAI client for these settings; the SDK retries safe failures with backoff."""
+    http_client = None
+    on_retry = settings.on_retry
+    if on_retry is not None:
+
+        async def count_retries(request: Any) -> None:
+            # the SDK numbers its attempts in this header: "0" first, then 1, 2, ...
+            if request.headers.get("x-stainless-retry-count", "0") != "0":
+                on_retry()
+
+        http_client = openai.DefaultAsyncHttpxClient(event_hooks={"request": [count_retries]})
     return openai.AsyncOpenAI(
         api_key=settings.api_key or NO_KEY,
         base_url=settings.base_url or None,
         timeout=settings.request_timeout,
         max_retries=settings.max_retries,
+        http_client=http_client,
     )
+
+
+async def check_reachable(client: openai.AsyncOpenAI, model: str) -> None:
+    """Raise a ProviderError unless the server answers (a readiness check at open): an
+    unreachable server or a refused key fail; a model the server does not list is fine."""
+    try:
+        await client.models.retrieve(model)
+    except openai.NotFoundError:
+        pass
+    except openai.OpenAIError as exc:
+        raise translate(exc, False) from exc

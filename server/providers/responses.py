@@ -22,7 +22,7 @@ import openai
 
 from ..messages import Message
 from .base import AssistantProfile, RunEvent, RunRequest, TextDelta, ToolCall, ToolSpec
-from .client import STREAM_ERRORS, OpenAISettings, make_client
+from .client import STREAM_ERRORS, OpenAISettings, check_reachable, make_client
 from .errors import ProviderError, ProviderProtocolError, translate
 from .gate import ThreadGate
 
@@ -85,6 +85,7 @@ class ResponsesProvider:
         self._gate = ThreadGate()
 
     async def open(self) -> AssistantProfile:
+        await check_reachable(self._client, self._settings.model)
         return AssistantProfile(self._settings.assistant_name, self._settings.instructions)
 
     async def close(self) -> None:

@@ -59,6 +59,10 @@ class RoomRegistry:
     def open_rooms(self) -> list[Room]:
         return list(self._rooms.values())
 
+    def waiting(self) -> int:
+        """Turns queued in every room."""
+        return sum(room.queued() for room in self._rooms.values())
+
     def people(self) -> int:
         """Everyone in every room."""
         return sum(len(room) for room in self._rooms.values())

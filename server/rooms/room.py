@@ -6,6 +6,7 @@ name) and to the model through a `Provider`. Connections are opaque ids (`sid`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from ..messages import Message, now_ms
+from ..metrics import Metrics
 from ..providers.base import AssistantProfile, Provider
 from ..tools import ToolRegistry
 from .config import RoomConfig
@@ -74,6 +76,7 @@ class Room:
         config: RoomConfig | None = None,
         reply: str = "always",
         handle: str = "ai",
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config or RoomConfig("main")
         self.reply = self.config.reply or reply  # how the assistant answers: see reply.py
@@ -93,7 +96,7 @@ class Room:
         self._turns = TurnEngine(
             provider, self._transcript, self._emit, profile.name, self._instructions,
             lambda: emitter.audience(self.name), tools or ToolRegistry(), self, self._side,
-            self.limits.turns(),
+            self.limits.turns(), metrics,
         )
         self._preparing = False
 
@@ -258,6 +261,14 @@ class Room:
             notice = f"{person.name} set the assistant to {SWITCHED[mode]}."
             await self._emit("message", Message.system(notice).to_wire())
         return {"ok": True, "reply": self.reply}
+
+    def pause(self) -> asyncio.Task[None] | None:
+        """Start no more turns (the server is draining); return the answer in flight."""
+        return self._turns.pause()
+
+    async def notify(self, notice: Message) -> None:
+        """A system notice to everyone in the room."""
+        await self._emit("message", notice.to_wire())
 
     async def leave(self, sid: str) -> bool:
         """Forget a connection. When the room's last person leaves: drop queued turns, cancel

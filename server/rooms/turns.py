@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..messages import Message, new_id, now_ms
+from ..metrics import Metrics
 from ..providers.base import Provider, RunRequest, ToolCall, ToolResult
 from ..providers.errors import ProviderError, ProviderTimeout
 from ..tools import RoomView, ToolRegistry
@@ -62,6 +63,7 @@ class Turn:
     held: str = ""  # text kept back while it may still be NO_REPLY
     stopped_by: str | None = None
     completed: bool = False
+    began: float = 0.0  # loop time the run began
     deltas: DeltaBatcher | None = field(default=None, repr=False)
 
     def passes(self) -> bool:
@@ -99,7 +101,9 @@ class TurnEngine:
         view: RoomView,
         side: SideChannel,
         limits: TurnLimits,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._provider = provider
         self._transcript = transcript
         self._emit = emit
@@ -116,6 +120,7 @@ class TurnEngine:
         self._task: asyncio.Task[None] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._paused = False
 
     @property
     def busy(self) -> bool:
@@ -164,6 +169,12 @@ class TurnEngine:
         task.cancel()
         return True
 
+    def pause(self) -> asyncio.Task[None] | None:
+        """Take no more turns from the queue (shutting down); return the answer in flight."""
+        self._paused = True
+        task = self._task
+        return task if task is not None and not task.done() else None
+
     async def reset(self) -> None:
         """Drop every queued turn and cancel the answer (the room emptied)."""
         while self._queued:
@@ -177,7 +188,7 @@ class TurnEngine:
     async def _work(self) -> None:
         while True:
             await self._wake.wait()
-            if not self._queued:
+            if self._paused or not self._queued:
                 self._wake.clear()
                 continue
             item = self._queued.popleft()
@@ -222,6 +233,8 @@ class TurnEngine:
         turn.answer = answer
         turn.deltas = DeltaBatcher(lambda text: self._send_delta(answer, text), window, self.spawn)
         self.current = turn
+        turn.began = asyncio.get_running_loop().time()
+        self._metrics.turns_started.inc()
         if not turn.may_pass:
             await self._start(turn)
         try:
@@ -229,18 +242,22 @@ class TurnEngine:
             self._transcript.add(message)
             await self._run(thread_id, turn)
             turn.completed = True
+            self._metrics.turns_completed.inc()
         except ProviderError as exc:
             logger.warning("turn %s failed: %s: %s", message.id, type(exc).__name__, exc)
+            self._metrics.turns_failed.labels(kind=type(exc).__name__).inc()
             turn.held = ""  # nothing more of it will be shown
             await self._emit("message", Message.system(exc.user_message).to_wire())
         except asyncio.CancelledError:
             logger.info("turn %s cancelled", message.id)
             if turn.stopped_by is not None:
+                self._metrics.turns_stopped.inc()
                 notice = f"{turn.stopped_by} stopped the answer."
                 await self._emit("message", Message.system(notice).to_wire())
             raise
         except Exception:
             logger.exception("turn %s failed unexpectedly", message.id)
+            self._metrics.turns_failed.labels(kind="internal").inc()
             await self._emit("message", Message.system(ProviderError.user_message).to_wire())
         finally:
             await self._finish(turn)
@@ -287,6 +304,8 @@ class TurnEngine:
         status = {"message_id": answer_id, "call_id": call.call_id, "name": call.name}
         await self._emit("tool-call", {**status, "status": "started"})
         outcome = await self._tools.execute(call, self._view, self._limits.tool_timeout)
+        tool = call.name if call.name in self._tools else "unknown"  # a bounded label
+        self._metrics.tool_calls.labels(tool=tool, outcome="ok" if outcome.ok else "failed").inc()
         await self._emit("tool-call", {**status, "status": "finished" if outcome.ok else "failed"})
         return outcome.result
 
@@ -307,6 +326,7 @@ class TurnEngine:
             await self._start(turn)
         if not turn.announced:
             turn.announced = True
+            self._metrics.first_delta.observe(asyncio.get_running_loop().time() - turn.began)
             # in a large room it goes out with the first delta: one write per person, not two
             await self._emit("message-start", turn.answer.to_wire(), hold=True)
         self._side.feed(turn.message.id, text)
@@ -316,6 +336,7 @@ class TurnEngine:
         """`answer.content` is always exactly what the room has been sent (a newcomer's
         snapshot), so it grows here, as the merged delta goes out."""
         answer.content += text
+        self._metrics.deltas_sent.inc()
         await self._emit("message-delta", {"id": answer.id, "delta": text})
 
     async def _finish(self, turn: Turn) -> None:
@@ -329,6 +350,7 @@ class TurnEngine:
             await turn.deltas.flush()
         answer = turn.answer
         self.current = None
+        self._metrics.answer_duration.observe(asyncio.get_running_loop().time() - turn.began)
         self._side.release(turn.message.id)
         if answer is not None and answer.content:
             answer.incomplete = not turn.completed

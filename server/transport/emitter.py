@@ -13,6 +13,7 @@ import engineio.packet
 import socketio
 import socketio.packet
 
+from ..metrics import Metrics
 from ..rooms.batching import HeldEvent
 from ..rooms.emitter import Fanout
 from .engine import NAMESPACE, SLOW_CLIENT_BYTES, write_direct, ws_frame
@@ -33,9 +34,11 @@ class SocketEmitter(Fanout):
     docs/performance.md: the queue and its writer task were half of the server's time.
     """
 
-    def __init__(self, sio: socketio.AsyncServer) -> None:
+    def __init__(self, sio: socketio.AsyncServer, metrics: Metrics | None = None) -> None:
         super().__init__()
         self._sio = sio
+        metrics = metrics or Metrics()
+        self._frames, self._drops = metrics.frames_sent, metrics.slow_clients_dropped.inc
         self._routes: dict[str, tuple[str, Any]] = {}  # sid -> (engine.io sid, its socket)
         self._direct: dict[str, asyncio.Transport] = {}  # sid -> its open websocket's transport
 
@@ -46,6 +49,7 @@ class SocketEmitter(Fanout):
         self._direct.pop(sid, None)
 
     async def deliver(self, event: str, data: Any, to: Collection[str]) -> None:
+        self._frames.inc(len(to))
         direct, packets = self._encode(event, data)
         if direct is not None:
             to = self._write_all(direct, to)
@@ -73,6 +77,7 @@ class SocketEmitter(Fanout):
 
         Recipients that get the same events share one joined frame (in a presence batch that
         is nearly everyone), so the cost per recipient stays one lookup and one write."""
+        self._frames.inc(sum(len(to) for _, _, to in events))
         encoded = [self._encode(event, data) for event, data, _ in events]
         audiences = [set(to) for _, _, to in events]
         everyone = dict.fromkeys(sid for _, _, to in events for sid in to)
@@ -117,7 +122,7 @@ class SocketEmitter(Fanout):
                     transport = getattr(route[1], "roundtable_transport", None)
                     if transport is not None:  # from now on written by _write_all
                         self._direct[sid] = transport
-            if direct is not None and write_direct(route[1], direct, now):
+            if direct is not None and write_direct(route[1], direct, now, self._drops):
                 continue
             for frame in queued:
                 await eio.send_packet(route[0], frame)

@@ -11,6 +11,7 @@ import logging
 import struct
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import engineio.exceptions
@@ -42,8 +43,11 @@ def ws_frame(payload: bytes, binary: bool = False) -> bytes:
     return struct.pack("!BBQ", first, 127, size) + payload
 
 
-def write_direct(eio_socket: Any, frame: bytes, now: float) -> bool:
-    """Write `frame` to a direct websocket's transport; False if it must use engine.io's path."""
+def write_direct(
+    eio_socket: Any, frame: bytes, now: float, on_drop: Callable[[], None] | None = None
+) -> bool:
+    """Write `frame` to a direct websocket's transport; False if it must use engine.io's path.
+    A client too far behind is dropped (`on_drop` is told)."""
     transport = getattr(eio_socket, "roundtable_transport", None)
     if transport is None or eio_socket.closed:
         return False
@@ -55,6 +59,8 @@ def write_direct(eio_socket: Any, frame: bytes, now: float) -> bool:
     if transport.get_write_buffer_size() > SLOW_CLIENT_BYTES:
         logger.warning("dropping a client %s bytes behind", transport.get_write_buffer_size())
         transport.abort()
+        if on_drop is not None:
+            on_drop()
         return True
     transport.write(frame)
     return True

@@ -9,10 +9,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import socketio
 
+from ..metrics import Metrics
 from ..rooms import Room, RoomError, RoomRegistry
 from .emitter import SocketEmitter
 from .engine import NAMESPACE
@@ -53,19 +54,43 @@ def _token_of(auth: Any) -> str:
     return ""
 
 
+class RoomAccess(Protocol):
+    """The rooms, as the server's life allows (server/lifecycle.py's Service)."""
+
+    registry: RoomRegistry | None
+
+    def accepting(self) -> RoomRegistry:
+        """The registry for a new person or message; RoomError `unavailable` when the server
+        cannot take them (provider not open, or shutting down)."""
+        ...
+
+
+Access = Callable[[], RoomAccess | None]
+
+
+def accepting(access: Access) -> RoomRegistry:
+    """The registry for new people and messages, or the `unavailable` refusal."""
+    rooms = access()
+    if rooms is None:
+        raise RoomError("unavailable", "The server is starting; try again in a moment.")
+    return rooms.accepting()
+
+
 class RoomHandlers:
-    """Socket.IO event handlers; `registry()` returns the live room registry."""
+    """Socket.IO event handlers; `access()` gives the rooms as the server's life allows."""
 
     def __init__(
         self,
         sio: socketio.AsyncServer,
-        registry: Callable[[], RoomRegistry],
+        access: Access,
         emitter: SocketEmitter,
         password: str = "",
         per_minute: int = 30,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._refused = (metrics or Metrics()).refused
         self._sio = sio
-        self._registry = registry
+        self._access = access
         self._emitter = emitter
         self._password = password
         self._limiter = RateLimiter(per_minute)
@@ -104,8 +129,11 @@ class RoomHandlers:
     async def _depart(self) -> None:
         while not self._departures.empty():
             sid = self._departures.get_nowait()
+            rooms = self._access()
+            if rooms is None or rooms.registry is None:
+                continue
             try:
-                await self._registry().leave(sid)
+                await rooms.registry.leave(sid)
             except Exception:
                 logger.exception("leaving %s failed", sid)
 
@@ -118,7 +146,7 @@ class RoomHandlers:
         if extra or not isinstance(data, dict) or not isinstance(data.get("name"), str):
             return await self._error(sid, "invalid_payload", 'register needs {"name": "..."}.')
         try:
-            welcome = await self._registry().register(
+            welcome = await accepting(self._access).register(
                 sid, data.get("user_id"), data["name"], data.get("room"), data.get("password")
             )
         except RoomError as exc:
@@ -134,6 +162,7 @@ class RoomHandlers:
         if not self._limiter.allow(sid):
             return await self._error(sid, "rate_limited", "Too many messages; wait a moment.")
         try:
+            accepting(self._access)
             return await room.post(sid, data["content"], data.get("id"))
         except RoomError as exc:
             return await self._error(sid, exc.code, exc.message)
@@ -163,10 +192,13 @@ class RoomHandlers:
             return await self._error(sid, exc.code, exc.message)
 
     def _room(self, sid: str) -> Room | None:
-        room = self._registry().of(sid)
+        rooms = self._access()
+        registry = None if rooms is None else rooms.registry
+        room = None if registry is None else registry.of(sid)
         return room if room is not None and room.is_registered(sid) else None
 
     async def _error(self, sid: str, code: str, message: str) -> dict[str, Any]:
         logger.info("refused %s: %s", sid, code)
+        self._refused.labels(code=code).inc()
         await self._sio.emit("error", {"code": code, "message": message}, to=sid)
         return _refuse(code, message)

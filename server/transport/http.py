@@ -6,13 +6,14 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from ..rooms import RoomError, RoomRegistry, room_name
+from ..metrics import CONTENT_TYPE, Metrics
+from ..rooms import RoomError, room_name
+from .handlers import Access, accepting
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,14 @@ class OriginPolicy:
         }
 
 
-def _json_error(status: int, code: str, message: str, cors: dict[str, str]) -> web.Response:
-    return web.json_response({"code": code, "message": message}, status=status, headers=cors)
+def _json_error(
+    status: int, code: str, message: str, cors: dict[str, str], metrics: Metrics | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    if metrics is not None:
+        metrics.refused.labels(code=code).inc()
+    return web.json_response({"code": code, "message": message}, status=status,
+                             headers={**cors, **(headers or {})})
 
 
 class StreamRoute:
@@ -61,9 +68,10 @@ class StreamRoute:
     body and, as always, to every socket.
     """
 
-    def __init__(self, registry: Callable[[], RoomRegistry], policy: OriginPolicy) -> None:
-        self._registry = registry
+    def __init__(self, access: Access, policy: OriginPolicy, metrics: Metrics) -> None:
+        self._access = access
         self._policy = policy
+        self._metrics = metrics
 
     async def preflight(self, request: web.Request) -> web.Response:
         cors = self._policy.headers(request)
@@ -72,16 +80,18 @@ class StreamRoute:
     async def post(self, request: web.Request) -> web.StreamResponse:
         cors = self._policy.headers(request)
         if request.headers.get("Origin") and not cors:
-            return _json_error(403, "origin_not_allowed", "This origin may not post here.", cors)
+            return _json_error(403, "origin_not_allowed", "This origin may not post here.", cors,
+                               self._metrics)
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("content"), str) \
                 or not isinstance(body.get("user_id"), str):
-            return _json_error(400, "invalid_payload", 'needs {"user_id", "content"}.', cors)
-        registry = self._registry()
+            return _json_error(400, "invalid_payload", 'needs {"user_id", "content"}.', cors,
+                               self._metrics)
         try:
+            registry = accepting(self._access)
             raw = body.get("room")
             name = registry.policy.default_room if raw is None else room_name(raw)
             room = registry.get(name)
@@ -89,8 +99,8 @@ class StreamRoute:
                 raise RoomError("not_registered", "This user_id is not in that room.")
             _, deltas = await room.post_as(body["user_id"], body["content"], body.get("id"))
         except RoomError as exc:
-            status = 403 if exc.code == "not_registered" else 400
-            return _json_error(status, exc.code, exc.message, cors)
+            status = {"not_registered": 403, "unavailable": 503}.get(exc.code, 400)
+            return _json_error(status, exc.code, exc.message, cors, self._metrics)
         response = web.StreamResponse(
             headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache",
                      "X-Accel-Buffering": "no", **cors}
@@ -145,17 +155,55 @@ def bearer_ok(request: web.Request, password: str) -> bool:
     )
 
 
-def rooms_handler(registry: Callable[[], RoomRegistry], password: str) -> Any:
+def _unauthorized(what: str, metrics: Metrics) -> web.Response:
+    return _json_error(401, "unauthorized", f"{what} as 'Authorization: Bearer <token>'.", {},
+                       metrics, {"WWW-Authenticate": "Bearer"})
+
+
+def rooms_handler(access: Access, password: str, metrics: Metrics) -> Any:
     """`GET /api/rooms`: the listed rooms, open or configured, with how many people are in each
     (the server password as a bearer token when ROOM_PASSWORD is set)."""
 
     async def rooms(request: web.Request) -> web.Response:
         if not bearer_ok(request, password):
-            return web.json_response(
-                {"code": "unauthorized", "message": "This server needs its password as "
-                 "'Authorization: Bearer <password>'."},
-                status=401, headers={"WWW-Authenticate": "Bearer"},
-            )
-        return web.json_response({"rooms": registry().listing()})
+            return _unauthorized("This server needs its password", metrics)
+        found = access()
+        registry = None if found is None else found.registry
+        return web.json_response({"rooms": [] if registry is None else registry.listing()})
 
     return rooms
+
+
+def metrics_handler(metrics: Metrics, token: str) -> Any:
+    """`GET /metrics`: Prometheus' text format (METRICS_TOKEN as a bearer token when set)."""
+
+    async def scrape(request: web.Request) -> web.Response:
+        if not bearer_ok(request, token):
+            return _unauthorized("Metrics need METRICS_TOKEN", metrics)
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    return scrape
+
+
+def health_handlers(access: Access, provider: str) -> tuple[Any, Any]:
+    """`GET /healthz` (the process is alive, and what it holds) and `GET /readyz` (it can serve
+    people now: 200, else 503 with the reason, so a load balancer sends them elsewhere)."""
+
+    async def health(request: web.Request) -> web.Response:
+        found = access()
+        registry = None if found is None else found.registry
+        rooms = [] if registry is None else registry.open_rooms()
+        return web.json_response(
+            {"status": "ok", "users": sum(len(room) for room in rooms),
+             "busy": any(room.busy for room in rooms), "rooms": len(rooms), "provider": provider}
+        )
+
+    async def ready(request: web.Request) -> web.Response:
+        try:
+            accepting(access)
+        except RoomError as exc:
+            return web.json_response({"status": "unavailable", "reason": exc.message},
+                                     status=503)
+        return web.json_response({"status": "ready"})
+
+    return health, ready
