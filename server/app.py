@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from .config import Settings
 from .http import OriginPolicy, StreamRoute, index_handler
-from .local_model import LocalModelServer
+from .local import LocalModelServer
 from .providers import OpenAISettings, Provider, create_provider
 from .room import Room, RoomLimits
 from .sockets import RoomHandlers, RoomServer, SocketEmitter
@@ -95,6 +96,8 @@ def _room_context(injected: Provider | None, tools: ToolRegistry, emitter: Socke
         else:
             provider = injected or create_provider(settings.llm_api, provider_settings(settings))
         profile = await provider.open()
+        if local is not None:
+            profile = replace(profile, model=local.description, demo=local.bundled)
         limits = RoomLimits(
             max_name_length=settings.max_name_length,
             max_message_length=settings.max_message_length,

@@ -189,7 +189,8 @@ class Room:
             "user_id": person.user_id,
             "name": person.name,
             "users": self.users(),
-            "assistant": {"name": self.profile.name},
+            "assistant": {"name": self.profile.name, "model": self.profile.model,
+                          "demo": self.profile.demo},
             "busy": self._busy,
         }
         await self._emitter.emit("welcome", welcome, [sid])
