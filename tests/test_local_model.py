@@ -584,6 +584,29 @@ async def test_local_model_path_serves_another_file_as_a_non_demo_model(
 
 
 @local
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_the_terminal_client_shows_the_demo_note_and_a_real_answer(
+    local_room: Callable[..., Any],
+):
+    server: RunningServer = await local_room()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "client", "--url", server.url, "--name", "Piper", cwd=str(ROOT),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(b"Say hello.\n"), timeout=90)
+    out = stdout.decode()
+    assert proc.returncode == 0, stderr.decode()
+    lines = out.splitlines()
+    assert ("  a small local demo model: set OPENAI_API_KEY or OPENAI_BASE_URL for real "
+            "answers") in lines, out
+    answers = [ln for ln in lines if "] Roundtable AI: " in ln]
+    assert len(answers) == 1, out
+    clean(answers[0].split("] Roundtable AI: ", 1)[1])
+
+
+@local
 @pytest.mark.timeout(120)
 async def test_the_child_is_gone_after_shutdown(local_room: Callable[..., Any]):
     server: RunningServer = await local_room()

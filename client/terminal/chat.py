@@ -276,6 +276,8 @@ class Chat:
         names = [name for name, _ in self._users.values()]
         for line in lines.welcome(self.name, names, self.assistant, self._joined_once):
             self._screen.show(line)
+        if _as_dict(welcome.get("assistant")).get("demo") and not self._joined_once:
+            self._screen.show(lines.meta(f"  {lines.DEMO_NOTE}"))
         self._pump()
 
     def _on_message_list(self, data: object) -> None:

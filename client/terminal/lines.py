@@ -117,6 +117,9 @@ def who(users: list[tuple[str, int | None]], me: str | None) -> list[StyleAndTex
     return lines
 
 
+DEMO_NOTE = "a small local demo model: set OPENAI_API_KEY or OPENAI_BASE_URL for real answers"
+
+
 def welcome(name: str, users: list[str], assistant: str, again: bool) -> list[StyleAndTextTuples]:
     """The lines shown once registered (shorter when rejoining after a reconnect)."""
     online = ", ".join(f"{u} (you)" if u == name else u for u in users)

@@ -129,6 +129,8 @@ socket.on('welcome', (welcome) => {
   ui.me.textContent = welcome.name;
   ui.me.dataset.userId = welcome.user_id;
   ui.assistantName.textContent = `with ${state.assistant}`;
+  ui.assistantName.title = welcome.assistant?.model || '';
+  document.getElementById('demo-note').hidden = !welcome.assistant?.demo;
   messages.setMe(welcome.user_id);
   online.reset(welcome.users, welcome.user_id);
   setBusy(Boolean(welcome.busy));
