@@ -4,10 +4,11 @@
 OpenAI-compatible endpoints (`/v1/chat/completions` streaming, `/health`, ...) on the loopback
 port, and runs until it is signalled. The generation settings are the server's defaults for any
 request that leaves them out (the Chat Completions provider sends none): temperature, repeat
-penalty and the answer-length cap (`n_predict`). Prompts reuse the KV cache of the previous
-request's common prefix (`cache_prompt`, and chunk reuse after a shift, `n_cache_reuse`), so a
-long room's next turn reads only what is new. Requests need the API key the parent passes in
-`ROUNDTABLE_LOCAL_API_KEY` (`/health` is open), so no other local program uses the model.
+penalty (and DRY, against copying earlier turns) and the answer-length cap (`n_predict`).
+Prompts reuse the KV cache of the previous request's common prefix (`cache_prompt`, and chunk
+reuse after a shift, `n_cache_reuse`), so a long room's next turn reads only what is new.
+Requests need the API key the parent passes in `ROUNDTABLE_LOCAL_API_KEY` (`/health` is
+open), so no other local program uses the model.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ API_KEY_ENV = "ROUNDTABLE_LOCAL_API_KEY"
 CACHE_REUSE_TOKENS = 64
 # Host-memory prompt cache (llama.cpp's default is 8 GiB); one room's prompts fit in a little.
 CACHE_RAM_MIB = 128
+# DRY ("don't repeat yourself") penalises continuing any sequence already in the context: a
+# 135M model otherwise tends to answer each turn with a copy of its previous answer.
+DRY_MULTIPLIER = 0.8
 
 
 def threads() -> int:
@@ -93,6 +97,8 @@ def serve(args: argparse.Namespace) -> int:
     params.n_predict = args.max_tokens
     params.sampling.temp = args.temperature
     params.sampling.penalty_repeat = args.repeat_penalty
+    params.sampling.dry_multiplier = DRY_MULTIPLIER
+    params.sampling.dry_penalty_last_n = args.context
     params.cache_prompt = True
     params.n_cache_reuse = CACHE_REUSE_TOKENS
     params.cache_ram_mib = CACHE_RAM_MIB
