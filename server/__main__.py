@@ -12,7 +12,7 @@ from aiohttp import web
 
 from .app import create_app
 from .config import ConfigError, load_settings
-from .local_model import LocalModelError
+from .local import LocalModelError
 from .rooms import RoomsFileError
 from .tools import ToolError
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model = settings.openai_model
     if settings.llm_api == "local":
-        model = settings.local_model_path or "bundled Gemma 3 270M"
+        model = settings.local_model_path or "bundled SmolLM2 135M Instruct"
     log.info("Roundtable listening on http://%s:%d (provider: %s, model: %s, loop: %s)",
              host, port, settings.llm_api, model, settings.event_loop)
     try:

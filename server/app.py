@@ -14,7 +14,7 @@ from aiohttp import web
 
 from .config import Settings
 from .lifecycle import Service
-from .local_model import LocalModelServer
+from .local import LocalModelServer
 from .metrics import Metrics
 from .providers import OpenAISettings, Provider, create_provider
 from .providers.base import AssistantProfile
@@ -154,6 +154,9 @@ def _service_context(
         limits = room_limits(settings)
 
         def make_registry(profile: AssistantProfile) -> RoomRegistry:
+            if local is not None:  # what the room tells people they are talking to
+                profile = replace(profile, model=local.description, demo=local.bundled)
+
             def make_room(config: RoomConfig) -> Room:
                 return Room(provider, profile, emitter, limits, tools=tools, config=config,
                             reply=settings.reply_mode, handle=settings.assistant_handle,

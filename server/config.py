@@ -132,18 +132,22 @@ class Settings:
     )
     local_model_path: str = _setting(
         "LOCAL_MODEL_PATH", "", _str,
-        "local: GGUF model file to serve; empty = the bundled Gemma 3 270M (Q4_K_M).",
+        "local: GGUF model file to serve; empty = the bundled SmolLM2 135M Instruct (a demo).",
     )
     local_max_tokens: int = _setting(
         "LOCAL_MAX_TOKENS", "256", _int_range(1, 1_000_000),
         "local: most tokens the model may write in one answer.",
     )
+    local_temperature: float = _setting(
+        "LOCAL_TEMPERATURE", "0.2", _float_range(0.0, 2.0),
+        "local: sampling temperature; low keeps a small model on topic (0 = always the likeliest).",
+    )
     local_repeat_penalty: float = _setting(
-        "LOCAL_REPEAT_PENALTY", "1.15", _float_range(1.0, 2.0),
+        "LOCAL_REPEAT_PENALTY", "1.1", _float_range(1.0, 2.0),
         "local: penalty on repeating recent tokens (1.0 = none); keeps small models on track.",
     )
     local_context: int = _setting(
-        "LOCAL_CONTEXT", "4096", _int_range(512, 1_000_000),
+        "LOCAL_CONTEXT", "2048", _int_range(512, 1_000_000),
         "local: the model's context window in tokens (history is trimmed to fit).",
     )
     assistant_name: str = _setting(

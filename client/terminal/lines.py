@@ -138,6 +138,9 @@ def rooms(listed: list[RoomInfo], current: str | None) -> list[StyleAndTextTuple
     return out
 
 
+DEMO_NOTE = "a small local demo model: set OPENAI_API_KEY or OPENAI_BASE_URL for real answers"
+
+
 def welcome(name: str, users: list[str], assistant: str, again: bool) -> list[StyleAndTextTuples]:
     """The lines shown once registered (shorter when rejoining after a reconnect)."""
     online = ", ".join(f"{u} (you)" if u == name else u for u in users)

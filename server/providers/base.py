@@ -20,10 +20,13 @@ from ..messages import Message
 
 @dataclass(frozen=True)
 class AssistantProfile:
-    """The assistant as the room presents it: its name and base instructions."""
+    """The assistant as the room presents it: its name and base instructions, and (when known)
+    the model's name and whether it is the bundled demo model."""
 
     name: str
     instructions: str
+    model: str = ""
+    demo: bool = False
 
 
 @dataclass(frozen=True)

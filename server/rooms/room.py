@@ -157,7 +157,8 @@ class Room:
             "user_id": person.user_id,
             "name": person.name,
             "users": self.users(),
-            "assistant": {"name": self.profile.name, "handle": self.handle},
+            "assistant": {"name": self.profile.name, "handle": self.handle,
+                          "model": self.profile.model, "demo": self.profile.demo},
             "busy": self.busy,
             "room": self.info(),
         }

@@ -160,6 +160,8 @@ socket.on('welcome', (welcome) => {
   ui.me.dataset.userId = welcome.user_id;
   ui.assistantName.textContent = `with ${state.assistant}`;
   if (welcome.room?.name) showRoom(welcome.room.name);
+  ui.assistantName.title = welcome.assistant?.model || '';
+  document.getElementById('demo-note').hidden = !welcome.assistant?.demo;
   messages.setMe(welcome.user_id);
   online.reset(welcome.users, welcome.user_id);
   setBusy(Boolean(welcome.busy));
