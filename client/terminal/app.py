@@ -141,6 +141,10 @@ async def _talk(chat: Chat, screen: Screen) -> None:
         if line.strip().lower() == "/rooms":
             await chat.list_rooms()  # awaited, so piped input sees the list in order
             continue
+        words = line.split()
+        if words and words[0].lower() == "/reply":
+            await chat.set_reply(" ".join(words[1:]).lower())  # awaited: later lines see the mode
+            continue
         if not _handle(chat, screen, line):
             return
 

@@ -1,5 +1,6 @@
 """The room as this terminal sees it: one python-socketio AsyncClient, the people online, the
-answer being streamed, and the lock (lines typed while the AI answers wait here)."""
+answer being streamed, the reply mode, and the lock (in rooms where the AI answers every message,
+lines typed while it answers wait here)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import socketio
 
 from . import lines
+from .reply import REPLY_MODES, USAGE, Mentions, ReplyMode
 from .rooms import RoomsUnavailable, fetch_rooms, room_link
 from .screen import Screen
 
@@ -58,6 +60,7 @@ class Chat:
         self.room_password: str | None = None  # only for a room that has its own password
         self.room_name: str | None = None  # the room the server put us in
         self.assistant = "assistant"
+        self.reply = ReplyMode()
         self._screen = screen
         self._sio = socketio.AsyncClient(
             reconnection=True,
@@ -69,6 +72,7 @@ class Chat:
         self._stream: dict[str, Any] | None = None  # the answer being streamed
         self._busy = False  # the AI is answering (ai-start .. ai-end)
         self._awaiting = False  # we sent a message and its turn has not started yet
+        self._unacked = 0  # messages sent that the server has not acknowledged yet
         self._registered = False
         self._joined_once = False
         self._closing = False
@@ -96,6 +100,7 @@ class Chat:
             "message-delta": self._on_message_delta,
             "ai-end": self._on_ai_end,
             "tool-call": self._on_tool_call,
+            "room-settings": self._on_room_settings,
             "error": self._on_error,
         }.items():
             on(event, handler)
@@ -206,16 +211,40 @@ class Chat:
         for line in lines.rooms(listed, self.room_name):
             self._screen.show(line)
 
+    async def set_reply(self, mode: str) -> None:
+        """Switch the room's reply mode (`/reply MODE`); the server's refusal arrives as an
+        `error` and is shown like any other."""
+        if not mode:
+            self._screen.show(lines.meta(f"{self.reply.describe(self.assistant)}; {USAGE}"))
+            return
+        if mode == self.reply.mode:
+            self._screen.show(lines.meta(f"(already so: {self.reply.describe(self.assistant)})"))
+            return
+        try:
+            reply = _as_dict(await self._sio.call("room-settings", {"reply": mode}, timeout=10))
+        except socketio.exceptions.SocketIOError:
+            self._screen.show(lines.error("not connected; the mode was not changed"))
+            return
+        if reply.get("ok") and reply.get("reply") in REPLY_MODES:
+            self.reply.mode = str(reply["reply"])
+        elif reply.get("code") == "settings_locked":
+            self.reply.locked = True
+        self._pump()
+
     async def settled(self) -> None:
         """Wait until nothing of ours is waiting and the AI is not answering."""
         await self._idle.wait()
 
     # ----- the lock -----
     def _locked(self) -> bool:
-        return self._busy or self._awaiting or not self._registered
+        """Whether a line typed now must wait: only `always` rooms hold input for the AI."""
+        if not self._registered:
+            return True
+        return self.reply.holds_input and (self._busy or self._awaiting)
 
     def _refresh(self) -> None:
-        idle = not self._locked() and not self._held
+        waiting = self._busy or self._awaiting or self._unacked > 0
+        idle = not self._locked() and not self._held and not waiting
         if idle:
             self._idle.set()
         else:
@@ -228,6 +257,8 @@ class Chat:
         waiting = f" · {len(self._held)} waiting" if self._held else ""
         if self._busy:
             return f"{self.assistant} is answering · Ctrl-S or /stop to stop it{waiting}"
+        if not self.reply.holds_input:
+            waiting = f" · {self.reply.describe(self.assistant)}{waiting}"
         return waiting.lstrip(" ·")
 
     def _send(self, text: str) -> None:
@@ -241,8 +272,9 @@ class Chat:
             "content": text,
             "created_at": int(time.time() * 1000),
         }
-        self._screen.show(lines.message(mine, self.user_id))
-        self._awaiting = True
+        self._screen.show(lines.message(mine, self.user_id, self._mentions()))
+        self._awaiting = self._awaiting or self.reply.expects_turn(text, self.assistant)
+        self._unacked += 1
         self._refresh()
         self._spawn(self._emit_message({"content": text, "id": message_id}))
 
@@ -255,9 +287,10 @@ class Chat:
                 self._on_ack(None)
 
     def _on_ack(self, reply: object = None) -> None:
+        self._unacked = max(self._unacked - 1, 0)
         if not _as_dict(reply).get("ok", False):
             self._awaiting = False  # refused: no turn will start for it
-            self._pump()
+        self._pump()
 
     def _pump(self) -> None:
         """Send the next held line if the room is free."""
@@ -275,6 +308,7 @@ class Chat:
 
     def _on_disconnect(self, reason: object = None) -> None:
         self._registered = self._busy = self._awaiting = False
+        self._unacked = 0
         self._end_stream(" [connection lost]")
         if not self._closing:
             self._screen.show(lines.meta("(connection lost — reconnecting…)"))
@@ -287,7 +321,13 @@ class Chat:
         welcome = _as_dict(data)
         self.user_id = str(welcome.get("user_id") or self.user_id)
         self.name = str(welcome.get("name") or self.name)
-        self.assistant = str(_as_dict(welcome.get("assistant")).get("name") or self.assistant)
+        assistant = _as_dict(welcome.get("assistant"))
+        self.assistant = str(assistant.get("name") or self.assistant)
+        self.reply.handle = str(assistant.get("handle") or self.reply.handle)
+        room = _as_dict(welcome.get("room"))
+        if room.get("reply") in REPLY_MODES:
+            self.reply.mode = str(room["reply"])
+        self.reply.locked = bool(room.get("reply_locked"))
         self._users = {
             str(u.get("user_id")): (str(u.get("name")), u.get("since"))
             for u in map(_as_dict, welcome.get("users") or [])
@@ -295,7 +335,8 @@ class Chat:
         self._registered, self._busy = True, bool(welcome.get("busy"))
         names = [name for name, _ in self._users.values()]
         self._show_room(_as_dict(welcome.get("room")).get("name"))
-        for line in lines.welcome(self.name, names, self.assistant, self._joined_once):
+        answers = self.reply.describe(self.assistant)
+        for line in lines.welcome(self.name, names, answers, self._joined_once):
             self._screen.show(line)
         if _as_dict(welcome.get("assistant")).get("demo") and not self._joined_once:
             self._screen.show(lines.meta(f"  {lines.DEMO_NOTE}"))
@@ -312,17 +353,29 @@ class Chat:
             if self._stream is not None and msg.get("id") == self._stream.get("id"):
                 self._finish_stream(msg)
             else:
-                self._show_message(msg)
+                self._show_message(msg, live=False)  # history: no bell
 
     def _on_message(self, data: object) -> None:
-        self._show_message(_as_dict(data))
+        self._show_message(_as_dict(data), live=True)
 
-    def _show_message(self, msg: dict[str, Any]) -> None:
+    def _show_message(self, msg: dict[str, Any], live: bool) -> None:
         msg_id = msg.get("id")
         if not msg_id or msg_id in self._seen:
             return
         self._seen.add(str(msg_id))
-        self._screen.show(lines.message(msg, self.user_id))
+        self._screen.show(lines.message(msg, self.user_id, self._mentions()))
+        if live:
+            self._ring_if_mentioned(msg)
+
+    def _mentions(self) -> Mentions:
+        names = [self.reply.handle, self.assistant, *(n for n, _ in self._users.values())]
+        return Mentions(tuple(names), self.name)
+
+    def _ring_if_mentioned(self, msg: dict[str, Any]) -> None:
+        """Ring the terminal's bell for someone else's message that mentions you."""
+        theirs = msg.get("role") != "system" and msg.get("user_id") != self.user_id
+        if theirs and self._mentions().of_me(str(msg.get("content") or "")):
+            self._screen.bell()
 
     def _on_join(self, data: object) -> None:
         person = _as_dict(data)
@@ -357,7 +410,8 @@ class Chat:
     def _finish_stream(self, final: dict[str, Any]) -> None:
         self._stream = None
         self._seen.add(str(final.get("id")))
-        self._screen.stream_end(lines.message(final, self.user_id))
+        self._screen.stream_end(lines.message(final, self.user_id, self._mentions()))
+        self._ring_if_mentioned(final)
 
     def _end_stream(self, note: str) -> None:
         """Close a stream that got no final message; its id stays unseen for a replay."""
@@ -375,6 +429,15 @@ class Chat:
         line = lines.tool_status(_as_dict(data))
         if line is not None:
             self._screen.show(line)
+
+    def _on_room_settings(self, data: object = None) -> None:
+        settings = _as_dict(data)
+        if settings.get("reply") not in REPLY_MODES:
+            return
+        self.reply.mode = str(settings["reply"])
+        answers = self.reply.describe(self.assistant)
+        self._screen.show(lines.reply_changed(str(settings.get("by") or "someone"), answers))
+        self._pump()  # held lines go out at once when the room stops holding input
 
     def _on_error(self, data: object = None) -> None:
         self._screen.show(lines.error(str(_as_dict(data).get("message") or data)))

@@ -14,6 +14,7 @@ from prompt_toolkit.formatted_text import StyleAndTextTuples, fragment_list_to_t
 from prompt_toolkit.styles import Style
 from prompt_toolkit.utils import get_cwidth
 
+from .reply import Mentions
 from .rooms import RoomInfo
 
 STYLE = Style.from_dict(
@@ -26,6 +27,8 @@ STYLE = Style.from_dict(
         "meta": "italic #888888",
         "error": "ansired",
         "status": "#888888",
+        "mention": "bold ansiblue",
+        "mention-me": "bold ansiblack bg:ansiyellow",
     }
 )
 
@@ -36,9 +39,11 @@ HELP = (
     "  /who          who is online",
     "  /rooms        the open rooms (join one with --room NAME)",
     "  /stop         stop the AI's answer (also Ctrl-S)",
+    "  /reply MODE   when the AI answers: always, mention (@ai) or auto (it decides)",
     "  /quit         leave (also Ctrl-D or Ctrl-C)",
     "  //text        send a line that starts with /",
-    "While the AI answers, what you send waits and goes out when it finishes.",
+    "Where the AI answers every message, what you send while it answers waits and goes out",
+    "when it finishes; in mention and auto rooms it goes out at once.",
 )
 
 
@@ -82,10 +87,19 @@ def prefix(msg: Mapping[str, Any], my_id: str | None) -> StyleAndTextTuples:
     ]
 
 
-def message(msg: Mapping[str, Any], my_id: str | None) -> StyleAndTextTuples:
-    """A whole message line, marked when the answer was cut short."""
-    body_style = "class:system" if msg.get("role") == "system" else ""
-    line = [*prefix(msg, my_id), (body_style, str(msg.get("content") or ""))]
+def message(
+    msg: Mapping[str, Any], my_id: str | None, mentions: Mentions | None = None
+) -> StyleAndTextTuples:
+    """A whole message line with its @mentions highlighted, marked when the answer was cut
+    short."""
+    content = str(msg.get("content") or "")
+    if msg.get("role") == "system":
+        body: StyleAndTextTuples = [("class:system", content)]
+    elif mentions is not None:
+        body = mentions.fragments(content)
+    else:
+        body = [("", content)]
+    line = [*prefix(msg, my_id), *body]
     if msg.get("incomplete"):
         line.append(("class:meta", " [cut short]"))
     return line
@@ -141,15 +155,22 @@ def rooms(listed: list[RoomInfo], current: str | None) -> list[StyleAndTextTuple
 DEMO_NOTE = "a small local demo model: set OPENAI_API_KEY or OPENAI_BASE_URL for real answers"
 
 
-def welcome(name: str, users: list[str], assistant: str, again: bool) -> list[StyleAndTextTuples]:
-    """The lines shown once registered (shorter when rejoining after a reconnect)."""
+def welcome(name: str, users: list[str], answers: str, again: bool) -> list[StyleAndTextTuples]:
+    """The lines shown once registered (shorter when rejoining after a reconnect); `answers`
+    says how the assistant answers here."""
     online = ", ".join(f"{u} (you)" if u == name else u for u in users)
     if again:
         return [meta(f"— back in the room as {name}; online: {online}")]
     return [
-        meta(f"— joined as {name}; {assistant} answers here; online: {online}"),
+        meta(f"— joined as {name}; online: {online}"),
+        meta(f"  {answers}"),
         meta("  Type a message and press Enter; /help lists the commands."),
     ]
+
+
+def reply_changed(by: str, answers: str) -> StyleAndTextTuples:
+    """A room-settings change: who switched the mode, and how the assistant answers now."""
+    return meta(f"— {by} switched reply mode: {answers}")
 
 
 def wrap_rows(text: str, width: int) -> list[str]:

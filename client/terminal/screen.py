@@ -35,6 +35,7 @@ class Screen(Protocol):
     def stream_add(self, text: str) -> None: ...
     def stream_end(self, line: StyleAndTextTuples) -> None: ...
     def set_status(self, status: str) -> None: ...
+    def bell(self) -> None: ...
     async def read_line(self) -> str | None: ...
     async def ask(self, question: str, secret: bool = False) -> str | None: ...
     async def close(self) -> None: ...
@@ -125,6 +126,9 @@ class PromptScreen:
         if status != self._status:
             self._status = status
             self._redraw()
+
+    def bell(self) -> None:
+        self._session.app.output.bell()
 
     async def read_line(self) -> str | None:
         if self._app_task is None:
@@ -225,6 +229,10 @@ class PlainScreen:
 
     def set_status(self, status: str) -> None:
         pass  # plain output shows notices as lines instead
+
+    def bell(self) -> None:
+        if self._out.isatty():  # a dumb terminal still rings; a pipe gets no control characters
+            self._write("\a")
 
     def _start_reader(self) -> None:
         loop = asyncio.get_running_loop()

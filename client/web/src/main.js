@@ -5,9 +5,12 @@ import {
   newMessageId, rememberName, rememberPassword, storedName, storedPassword, storedUserId,
   rememberRoomPassword, storedRoomPassword,
 } from './identity.js';
+import { MentionCompleter } from './completion.js';
+import { MentionCounter } from './mentions.js';
 import { MessageList } from './messages.js';
 import { Activity, OnlineList } from './room.js';
 import { ROOM_RULE, RoomsPanel, roomFromPath, showRoomName } from './rooms.js';
+import { REPLY_MODES, ReplyModeControl } from './reply.js';
 import './style.css';
 
 const NOTICE_MS = 6000;
@@ -37,9 +40,13 @@ const ui = {
   roomPassword: $('room-password-input'),
 };
 
+const mentionCounter = new MentionCounter();
+
 const messages = new MessageList($('messages'), $('empty'), $('jump'));
 const online = new OnlineList($('online-list'), $('online-count'), $('online-toggle'), $('online-panel'));
 const activity = new Activity($('typing'), $('typing-text'), $('tools'));
+const replyControl = new ReplyModeControl($('reply-mode-field'), $('reply-mode'), $('reply-mode-help'),
+  (mode) => setReplyMode(mode));
 
 const state = {
   wantJoin: false, // the person asked to join; re-register on every (re)connect
@@ -48,6 +55,9 @@ const state = {
   registered: false, // this connection is registered
   busy: false,
   assistant: 'Assistant',
+  handle: 'ai', // the assistant's @handle
+  reply: 'always', // the room's reply mode: only `always` locks input while the AI answers
+  replyLocked: false, // the server's ROOMS_FILE fixes the mode
   streamingId: null,
   password: storedPassword(), // only for rooms with ROOM_PASSWORD
 };
@@ -78,6 +88,7 @@ function register() {
 
 function showRoom(name) {
   showRoomName(ui.roomName, name);
+  mentionCounter.setBase(document.title);
   rooms.setCurrent(name);
   ui.joinRoom.textContent = name ? `Room: ${name}` : '';
   ui.joinRoom.hidden = !name;
@@ -152,6 +163,9 @@ socket.on('welcome', (welcome) => {
   state.userId = welcome.user_id;
   state.name = welcome.name;
   state.assistant = welcome.assistant?.name || 'Assistant';
+  state.handle = welcome.assistant?.handle || state.handle;
+  state.reply = REPLY_MODES.includes(welcome.room?.reply) ? welcome.room.reply : 'always';
+  state.replyLocked = Boolean(welcome.room?.reply_locked);
   rememberName(welcome.name);
   ui.overlay.hidden = true;
   ui.banner.hidden = true;
@@ -163,8 +177,10 @@ socket.on('welcome', (welcome) => {
   ui.assistantName.title = welcome.assistant?.model || '';
   document.getElementById('demo-note').hidden = !welcome.assistant?.demo;
   messages.setMe(welcome.user_id);
+  messages.setMentions(mentionNames, welcome.name);
   online.reset(welcome.users, welcome.user_id);
   setBusy(Boolean(welcome.busy));
+  showReplyMode();
   ui.input.focus();
 });
 
@@ -193,12 +209,41 @@ function askRoomPassword(text) {
 // ----- room traffic -----
 socket.on('message-list', (list) => {
   if (!Array.isArray(list)) return;
+  const finished = list.length === 1 && list[0]?.id === state.streamingId ? list[0].id : null;
   messages.mergeHistory(list); // the history after welcome, or a finished answer: upsert by id
+  if (finished) noticeMention(finished); // history is not news: only a finished answer counts
 });
 
 socket.on('message', (msg) => {
-  if (msg && typeof msg.id === 'string') messages.upsert(msg);
+  if (!msg || typeof msg.id !== 'string') return;
+  messages.upsert(msg);
+  noticeMention(msg.id);
 });
+
+socket.on('room-settings', (settings) => {
+  if (!REPLY_MODES.includes(settings?.reply)) return;
+  state.reply = settings.reply;
+  showReplyMode();
+});
+
+/** Count a new message that mentions you in the tab title while the tab is hidden. */
+function noticeMention(id) {
+  if (messages.mentionsMe(id)) mentionCounter.bump();
+}
+
+/** Who can be @mentioned: the assistant (handle and name) and the people online. */
+function mentionNames() {
+  return [state.handle, state.assistant, ...online.names()];
+}
+
+function mentionCandidates() {
+  const people = online.names().filter((name) => name !== state.name);
+  people.sort((a, b) => a.localeCompare(b));
+  return [
+    { insert: state.handle, label: state.assistant, hint: state.assistant },
+    ...people.map((name) => ({ insert: name, label: name, hint: '' })),
+  ];
+}
 
 socket.on('join', (user) => {
   online.add(user);
@@ -242,7 +287,7 @@ function setBusy(busy) {
   state.busy = busy;
   ui.stop.disabled = false;
   if (busy) {
-    activity.start(state.assistant);
+    activity.start(state.assistant, holdsInput());
   } else {
     activity.end();
     messages.flush();
@@ -253,18 +298,47 @@ function setBusy(busy) {
   if (!busy && (wasFocused || document.activeElement === document.body)) ui.input.focus();
 }
 
+/** Only `always` rooms lock input while the AI answers; in the others people keep talking. */
+function holdsInput() {
+  return state.reply === 'always';
+}
+
+function inputLocked() {
+  return state.busy && holdsInput();
+}
+
 function updateComposer() {
-  const canSend = state.registered && !state.busy;
+  const canSend = state.registered && !inputLocked();
   ui.input.disabled = !canSend;
   ui.send.disabled = !canSend;
   ui.stop.hidden = !(state.registered && state.busy);
-  ui.composer.classList.toggle('locked', state.busy);
+  ui.composer.classList.toggle('locked', inputLocked());
+  replyControl.setEnabled(state.registered);
+}
+
+function showReplyMode() {
+  replyControl.show(state.reply, state.replyLocked);
+  if (state.busy) activity.start(state.assistant, holdsInput());
+  updateComposer();
+}
+
+/** Ask the server to switch the room's reply mode; everyone hears back through `room-settings`. */
+function setReplyMode(mode) {
+  socket.emit('room-settings', { reply: mode }, (ack) => {
+    if (ack?.ok && REPLY_MODES.includes(ack.reply)) {
+      state.reply = ack.reply;
+    } else if (ack?.code === 'settings_locked') {
+      state.replyLocked = true;
+    }
+    showReplyMode(); // a refusal puts the control back (its reason arrives as an `error`)
+  });
 }
 
 // ----- sending -----
 function send() {
   const content = ui.input.value;
-  if (!content.trim() || !state.registered || state.busy) return;
+  if (!content.trim() || !state.registered || inputLocked()) return;
+  completer.close();
   const id = newMessageId();
   messages.upsert({
     id, user_id: state.userId, name: state.name, role: 'user', content, created_at: Date.now(),
@@ -291,7 +365,11 @@ ui.composer.addEventListener('submit', (event) => {
   send();
 });
 
+// Created before the Enter handler below, so choosing a name with Enter does not send.
+const completer = new MentionCompleter(ui.input, $('mention-list'), mentionCandidates);
+
 ui.input.addEventListener('keydown', (event) => {
+  if (event.defaultPrevented) return;
   if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     send();

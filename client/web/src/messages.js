@@ -2,6 +2,7 @@
 // new messages unless the reader has scrolled up.
 
 import { renderInto } from './markdown.js';
+import { highlightMentions } from './mentions.js';
 
 const FOLLOW_SLACK_PX = 48;
 
@@ -27,6 +28,8 @@ export class MessageList {
     this.jump = jump;
     this.byId = new Map(); // id -> {msg, node, body, dirty}
     this.me = null;
+    this.myName = null; // mentions of this nickname mark a message `mentions-me`
+    this.mentionNames = () => []; // the names highlighted as @mentions
     this.following = true;
     this.pending = new Set();
     this.frame = 0;
@@ -37,6 +40,17 @@ export class MessageList {
   setMe(userId) {
     this.me = userId;
     for (const entry of this.byId.values()) this.applyOwnership(entry);
+  }
+
+  /** Who can be mentioned (`names()`, read at each render) and which nickname is yours. */
+  setMentions(names, myName) {
+    this.mentionNames = names;
+    this.myName = myName;
+  }
+
+  /** Whether the message with this id mentions you (and is not your own). */
+  mentionsMe(id) {
+    return this.byId.get(id)?.node.classList.contains('mentions-me') ?? false;
   }
 
   has(id) {
@@ -160,6 +174,9 @@ export class MessageList {
       entry.body.textContent = text;
     } else {
       renderInto(entry.body, text);
+      const me = highlightMentions(entry.body, this.mentionNames(), this.myName);
+      const own = entry.msg.role === 'user' && entry.msg.user_id === this.me;
+      entry.node.classList.toggle('mentions-me', me && !own);
     }
     this.afterChange();
   }

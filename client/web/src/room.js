@@ -45,6 +45,11 @@ export class OnlineList {
     this.render();
   }
 
+  /** The nicknames online now, oldest first. */
+  names() {
+    return [...this.people.values()].map((u) => String(u.name ?? ''));
+  }
+
   render() {
     const items = [...this.people.values()].map((u) => {
       const li = document.createElement('li');
@@ -77,8 +82,9 @@ export class Activity {
     this.calls = new Map(); // call_id -> element
   }
 
-  start(assistantName) {
-    this.typingText.textContent = `${assistantName} is typing…`;
+  /** `holdsInput`: the room locks input while it answers ("typing…"), else "answering…". */
+  start(assistantName, holdsInput = true) {
+    this.typingText.textContent = `${assistantName} is ${holdsInput ? 'typing' : 'answering'}…`;
     this.typing.hidden = false;
   }
 
