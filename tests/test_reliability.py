@@ -469,7 +469,8 @@ async def test_sigterm_mid_answer_cancels_the_run_deletes_the_thread_and_exits(
     watch = ChatStreamWatch(monkeypatch)
     port = free_port()
     env = server_env(OPENAI_API_KEY="sk-test-secret-key", OPENAI_BASE_URL=upstream.base_url,
-                     SERVER_PORT=str(port), SHUTDOWN_TIMEOUT="2", LLM_API=llm_api)
+                     SERVER_PORT=str(port), SHUTDOWN_TIMEOUT="2", DRAIN_TIMEOUT="0.5",
+                     LLM_API=llm_api)
     proc = await spawn(tmp_path, env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -485,7 +486,7 @@ async def test_sigterm_mid_answer_cancels_the_run_deletes_the_thread_and_exits(
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 15)
         # Bounded (see test_sigterm_exits_within_shutdown_timeout for the documented bound).
-        assert time.monotonic() - started < 2 * 2 + 2
+        assert time.monotonic() - started < 0.5 + 2 * 2 + 2
         assert proc.returncode == 0
     finally:
         if proc.returncode is None:
