@@ -13,7 +13,7 @@ import pytest
 
 from server.rooms import RoomsFileError, load_rooms_file
 from tests.conftest import RunningServer, StartServer
-from tests.fake_upstream import Call, FakeUpstream, Text, ToolCalls
+from tests.fake_upstream import Call, FakeUpstream, HTTPError, Text, ToolCalls
 from tests.peers import Peer
 from tests.threads import LLM_APIS, deleted_threads, instructions_of, live_threads, thread_texts
 
@@ -113,9 +113,17 @@ async def test_a_stop_and_a_full_queue_in_one_room_leave_the_other_alone(
     await ben.wait_for("ai-end")
     assert ben.answers()[0]["content"] == "Echo: [Ben] am I blocked?"
     assert (await ben.call("stop"))["stopped"] is False  # nothing to stop in room b
+    upstream.enqueue(HTTPError(401))  # for room a's queued message, once the stop is through
     assert (await ann.call("stop"))["stopped"] is True
-    await ann.wait_for("ai-end", count=2)
+    await ann.wait_for("ai-end", count=2)  # the stopped answer, then the queued one's failure
     assert not any("stopped" in m["content"] for m in ben.of("message"))
+    # a failing provider in room a is room a's news only
+    notices = [m["content"] for m in ann.of("message") if m["role"] == "system"]
+    assert len(notices) == 2 and "stopped" in notices[0]
+    await ben.say("fine here?")
+    await ben.wait_for("ai-end", count=2)
+    assert ben.answers()[-1]["content"] == "Echo: [Ben] fine here?"
+    assert [m for m in ben.of("message") if m["role"] == "system"] == []
     for peer in (ann, ben):
         await peer.close()
 
