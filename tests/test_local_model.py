@@ -484,7 +484,7 @@ async def test_two_people_get_the_same_streamed_local_answer_and_the_demo_note(
     alice, bob = Peer(server.url, "Alice"), Peer(server.url, "Bob")
     try:
         welcome = await alice.join()
-        assert welcome["assistant"] == {"name": "Roundtable AI", "demo": True,
+        assert welcome["assistant"] == {"name": "Roundtable AI", "handle": "ai", "demo": True,
                                         "model": "SmolLM2 135M Instruct (Q4_1)"}
         await bob.join()
         await alice.say("What is the capital of France? Answer in one short sentence.")
@@ -654,7 +654,7 @@ async def test_python_m_server_with_no_key_is_ready_before_anyone_connects_and_c
         output = (await proc.stdout.read()).decode() if proc.stdout else ""
         assert "Using the local model SmolLM2 135M Instruct" in output
         assert "no OPENAI_API_KEY / OPENAI_BASE_URL set" in output
-        assert output.index("local model ready in") < output.index("room ready")
+        assert output.index("local model ready in") < output.index("provider open")
         assert "local model server stopped" in output
     finally:
         await alice.close()
