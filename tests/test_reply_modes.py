@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.conftest import RunningServer, StartServer
@@ -171,4 +172,20 @@ async def test_a_configured_rooms_mode_is_locked(start_server: StartServer, tmp_
     refused = await alice.call("room-settings", {"reply": "always"})
     assert refused["code"] == "settings_locked"
     assert alice.of("room-settings") == []
+    await alice.close()
+
+
+async def test_post_stream_in_a_mention_room(start_server: StartServer, upstream: FakeUpstream):
+    """The original client's POST /stream: a plain message gets an empty body (no answer), a
+    mention gets the answer's text."""
+    server = await start_server(reply_mode="mention")
+    [alice] = await people(server, "Alice")
+    url = f"{server.url}/stream"
+    async with aiohttp.ClientSession() as http:
+        body = {"user_id": alice.user_id, "content": "just chatting"}
+        async with http.post(url, json=body) as resp:
+            assert resp.status == 200 and await resp.text() == ""
+        body = {"user_id": alice.user_id, "content": "@ai hi"}
+        async with http.post(url, json=body) as resp:
+            assert resp.status == 200 and await resp.text() == "Echo: [Alice] @ai hi"
     await alice.close()

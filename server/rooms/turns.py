@@ -218,6 +218,7 @@ class TurnEngine:
         messages = [note.message for note in notes]
         for message in messages:
             self._transcript.add(message)
+            self._side.release(message.id)  # a /stream request for it gets an empty answer
         try:
             thread_id = await self._transcript.thread.ensure()
             await self._provider.append(thread_id, messages)
