@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .logs import LOG_FORMATS
 from .rooms.config import REPLY_MODES, ROOM_NAME
 
 LLM_APIS = ("responses", "assistants", "chat", "local")
@@ -93,6 +95,23 @@ def _origins(raw: str) -> tuple[str, ...]:
     for origin in items:
         if origin != "*" and not origin.startswith(("http://", "https://")):
             raise ValueError(f"each origin must be '*' or start with http(s)://, got {origin!r}")
+    return items
+
+
+def _header(raw: str) -> str:
+    value = raw.strip()
+    if value and not re.match(r"^[A-Za-z0-9-]{1,64}$", value):
+        raise ValueError(f"an HTTP header name is letters, digits and '-', got {raw!r}")
+    return value
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"expected IP addresses or CIDRs, got {item!r}") from None
     return items
 
 
@@ -252,7 +271,13 @@ class Settings:
         "Event loop for python -m server: asyncio, or uvloop (pip install uvloop).",
     )
     log_level: str = _setting(
-        "LOG_LEVEL", "INFO", _choice("debug", "info", "warning", "error"), "Logging verbosity."
+        "LOG_LEVEL", "INFO", _choice("debug", "info", "warning", "error"),
+        "Logging verbosity; message text and provider error details are logged only at debug.",
+    )
+    log_format: str = _setting(
+        "LOG_FORMAT", "text", _choice(*LOG_FORMATS),
+        "Log lines as readable text, or json: one object per line (time, level, logger, "
+        "message, room/turn/connection ids) for log collectors.",
     )
 
     def validate(self) -> None:

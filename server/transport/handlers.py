@@ -9,10 +9,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import socketio
 
+from ..logs import log_ids
 from ..rooms import Room, RoomError, RoomRegistry
 from .emitter import SocketEmitter
 from .engine import NAMESPACE
@@ -82,6 +84,10 @@ class RoomHandlers:
         self._sio.on("room-settings", self.room_settings)
 
     async def connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        with log_ids(connection=sid):
+            self._admit(sid, environ, auth)
+
+    def _admit(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         if self._password and not hmac.compare_digest(
             _token_of(auth).encode(), self._password.encode()
         ):
@@ -93,6 +99,8 @@ class RoomHandlers:
     async def disconnect(self, sid: str, *reason: Any) -> None:
         if self._sio.manager.is_connected(sid, NAMESPACE):
             return  # a client sent an event named "disconnect": not a real one
+        with log_ids(connection=sid):
+            logger.debug("connection %s closed", sid)
         self._limiter.forget(sid)
         self._emitter.forget(sid)
         # engine.io may run this inline from a send to a socket whose ping expired, i.e. in the
@@ -104,10 +112,11 @@ class RoomHandlers:
     async def _depart(self) -> None:
         while not self._departures.empty():
             sid = self._departures.get_nowait()
-            try:
-                await self._registry().leave(sid)
-            except Exception:
-                logger.exception("leaving %s failed", sid)
+            with log_ids(connection=sid):
+                try:
+                    await self._registry().leave(sid)
+                except Exception:
+                    logger.exception("leaving %s failed", sid)
 
     async def close(self) -> None:
         """Finish the departures in progress (at shutdown)."""
@@ -115,6 +124,10 @@ class RoomHandlers:
             await asyncio.wait({self._departing})
 
     async def register(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+        with log_ids(connection=sid):
+            return await self._register(sid, data, *extra)
+
+    async def _register(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
         if extra or not isinstance(data, dict) or not isinstance(data.get("name"), str):
             return await self._error(sid, "invalid_payload", 'register needs {"name": "..."}.')
         try:
@@ -126,6 +139,10 @@ class RoomHandlers:
         return {"ok": True, **welcome}
 
     async def message(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+        with self._ids(sid):
+            return await self._message(sid, data, *extra)
+
+    async def _message(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
         room = self._room(sid)
         if room is None:
             return await self._error(sid, "not_registered", "Register with a nickname first.")
@@ -139,6 +156,10 @@ class RoomHandlers:
             return await self._error(sid, exc.code, exc.message)
 
     async def stop(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+        with self._ids(sid):
+            return await self._stop(sid, *extra)
+
+    async def _stop(self, sid: str, *extra: Any) -> dict[str, Any]:
         if extra:
             return await self._error(sid, "invalid_payload", "stop takes no arguments.")
         room = self._room(sid)
@@ -151,6 +172,10 @@ class RoomHandlers:
         return {"ok": True, "stopped": stopped}
 
     async def room_settings(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+        with self._ids(sid):
+            return await self._room_settings(sid, data, *extra)
+
+    async def _room_settings(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
         room = self._room(sid)
         if room is None:
             return await self._error(sid, "not_registered", "Register with a nickname first.")
@@ -161,6 +186,11 @@ class RoomHandlers:
             return await room.set_reply(sid, data["reply"])
         except RoomError as exc:
             return await self._error(sid, exc.code, exc.message)
+
+    def _ids(self, sid: str) -> AbstractContextManager[None]:
+        """Log lines while handling `sid`'s event carry its connection id and room."""
+        room = self._registry().of(sid)
+        return log_ids(connection=sid, room=room.name if room is not None else None)
 
     def _room(self, sid: str) -> Room | None:
         room = self._registry().of(sid)
