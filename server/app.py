@@ -19,7 +19,14 @@ from .tools import ToolRegistry, load_registry
 from .transport.emitter import SocketEmitter
 from .transport.engine import NAMESPACE, RoomServer
 from .transport.handlers import RoomHandlers
-from .transport.http import OriginPolicy, StreamRoute, index_handler, rooms_handler
+from .transport.http import (
+    OriginPolicy,
+    StreamRoute,
+    index_handler,
+    rooms_handler,
+    session_handler,
+)
+from .transport.signin import ProxySignIn
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +94,21 @@ def create_app(settings: Settings, provider: Provider | None = None) -> web.Appl
         return app[ROOMS_KEY]
 
     emitter = app[EMITTER_KEY] = SocketEmitter(sio)
+    signin = ProxySignIn(settings.trusted_user_header, settings.trusted_proxies,
+                         settings.max_name_length)
     handlers = RoomHandlers(
-        sio, registry, emitter, settings.room_password, settings.rate_limit_per_minute
+        sio, registry, emitter, settings.room_password, settings.rate_limit_per_minute, signin
     )
     handlers.attach()
     app[HANDLERS_KEY] = handlers
     app.cleanup_ctx.append(_rooms_context(provider, tools, emitter, policy))
     app.on_shutdown.append(_disconnect_everyone)
-    stream = StreamRoute(registry, origins)
+    stream = StreamRoute(registry, origins, signin)
     app.router.add_post("/stream", stream.post)
     app.router.add_route("OPTIONS", "/stream", stream.preflight)
     app.router.add_get("/healthz", _health)
-    app.router.add_get("/api/rooms", rooms_handler(registry, settings.room_password))
+    app.router.add_get("/api/rooms", rooms_handler(registry, settings.room_password, signin))
+    app.router.add_get("/api/session", session_handler(signin))
     index = index_handler(WEB_DIST)
     app.router.add_get("/", index)
     app.router.add_get("/r/{room}", index)

@@ -279,6 +279,15 @@ class Settings:
         "Log lines as readable text, or json: one object per line (time, level, logger, "
         "message, room/turn/connection ids) for log collectors.",
     )
+    trusted_user_header: str = _setting(
+        "TRUSTED_USER_HEADER", "", _header,
+        "Header a sign-in proxy sets to the person's name (e.g. X-Forwarded-User); when set, "
+        "only connections from TRUSTED_PROXIES carrying it are accepted. Empty = nicknames.",
+    )
+    trusted_proxies: tuple[str, ...] = _setting(
+        "TRUSTED_PROXIES", "127.0.0.1/8,::1", _networks,
+        "Addresses (IPs or CIDRs, comma-separated) TRUSTED_USER_HEADER is honoured from.",
+    )
 
     def validate(self) -> None:
         """Cross-field checks that need more than one setting."""
@@ -287,6 +296,11 @@ class Settings:
                 f"OPENAI_API_KEY: not set, but LLM_API={self.llm_api} needs it. Put your key in "
                 ".env (see .env.example), set OPENAI_BASE_URL to a server that needs no key, or "
                 "unset LLM_API to use the local model."
+            )
+        if self.trusted_user_header and not self.trusted_proxies:
+            raise ConfigError(
+                f"TRUSTED_PROXIES: empty, but TRUSTED_USER_HEADER={self.trusted_user_header} "
+                "needs the addresses of the proxy that sets it."
             )
 
     def public_items(self) -> list[tuple[str, str]]:

@@ -18,6 +18,7 @@ from ..logs import log_ids
 from ..rooms import Room, RoomError, RoomRegistry
 from .emitter import SocketEmitter
 from .engine import NAMESPACE
+from .signin import ProxySignIn, SignInRefused, user_id_for
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +66,15 @@ class RoomHandlers:
         emitter: SocketEmitter,
         password: str = "",
         per_minute: int = 30,
+        signin: ProxySignIn | None = None,
     ) -> None:
         self._sio = sio
         self._registry = registry
         self._emitter = emitter
         self._password = password
         self._limiter = RateLimiter(per_minute)
+        self._signin = signin if signin is not None and signin.enabled else None
+        self._signed_in: dict[str, str] = {}  # sid -> the name the proxy signed in
         self._departures: asyncio.Queue[str] = asyncio.Queue()
         self._departing: asyncio.Task[None] | None = None
 
@@ -95,6 +99,12 @@ class RoomHandlers:
             raise socketio.exceptions.ConnectionRefusedError(
                 "unauthorized: this server needs a password (Socket.IO auth {token})"
             )
+        if self._signin is not None:
+            try:
+                self._signed_in[sid] = self._signin.name_of_environ(environ)
+            except SignInRefused as exc:
+                logger.info("refused connection %s: %s", sid, exc.reason)
+                raise socketio.exceptions.ConnectionRefusedError(exc.reason) from None
 
     async def disconnect(self, sid: str, *reason: Any) -> None:
         if self._sio.manager.is_connected(sid, NAMESPACE):
@@ -103,6 +113,7 @@ class RoomHandlers:
             logger.debug("connection %s closed", sid)
         self._limiter.forget(sid)
         self._emitter.forget(sid)
+        self._signed_in.pop(sid, None)
         # engine.io may run this inline from a send to a socket whose ping expired, i.e. in the
         # middle of one of a room's emits: leave later, in order, never re-entering the room.
         self._departures.put_nowait(sid)
@@ -128,11 +139,16 @@ class RoomHandlers:
             return await self._register(sid, data, *extra)
 
     async def _register(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
-        if extra or not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        signed_in = self._signed_in.get(sid)
+        if extra or not isinstance(data, dict) or (
+                signed_in is None and not isinstance(data.get("name"), str)):
             return await self._error(sid, "invalid_payload", 'register needs {"name": "..."}.')
+        # Signed in by the proxy: that name, and one id per name (several tabs, one person).
+        user_id, name = (data.get("user_id"), data["name"]) if signed_in is None else (
+            user_id_for(signed_in), signed_in)
         try:
             welcome = await self._registry().register(
-                sid, data.get("user_id"), data["name"], data.get("room"), data.get("password")
+                sid, user_id, name, data.get("room"), data.get("password")
             )
         except RoomError as exc:
             return await self._error(sid, exc.code, exc.message)

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from ..rooms import RoomError, RoomRegistry, room_name
+from .signin import ProxySignIn, SignInRefused, user_id_for
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +62,13 @@ class StreamRoute:
     body and, as always, to every socket.
     """
 
-    def __init__(self, registry: Callable[[], RoomRegistry], policy: OriginPolicy) -> None:
+    def __init__(
+        self, registry: Callable[[], RoomRegistry], policy: OriginPolicy,
+        signin: ProxySignIn | None = None,
+    ) -> None:
         self._registry = registry
         self._policy = policy
+        self._signin = signin if signin is not None and signin.enabled else None
 
     async def preflight(self, request: web.Request) -> web.Response:
         cors = self._policy.headers(request)
@@ -73,10 +78,18 @@ class StreamRoute:
         cors = self._policy.headers(request)
         if request.headers.get("Origin") and not cors:
             return _json_error(403, "origin_not_allowed", "This origin may not post here.", cors)
+        signed_in = None
+        if self._signin is not None:
+            try:
+                signed_in = self._signin.name_of_request(request)
+            except SignInRefused as exc:
+                return _json_error(exc.status, "unauthorized", exc.reason, cors)
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = None
+        if isinstance(body, dict) and signed_in is not None:
+            body["user_id"] = user_id_for(signed_in)  # posts as the signed-in person only
         if not isinstance(body, dict) or not isinstance(body.get("content"), str) \
                 or not isinstance(body.get("user_id"), str):
             return _json_error(400, "invalid_payload", 'needs {"user_id", "content"}.', cors)
@@ -145,11 +158,19 @@ def bearer_ok(request: web.Request, password: str) -> bool:
     )
 
 
-def rooms_handler(registry: Callable[[], RoomRegistry], password: str) -> Any:
+def rooms_handler(
+    registry: Callable[[], RoomRegistry], password: str, signin: ProxySignIn | None = None
+) -> Any:
     """`GET /api/rooms`: the listed rooms, open or configured, with how many people are in each
-    (the server password as a bearer token when ROOM_PASSWORD is set)."""
+    (the server password as a bearer token when ROOM_PASSWORD is set; through the sign-in proxy
+    when TRUSTED_USER_HEADER is)."""
 
     async def rooms(request: web.Request) -> web.Response:
+        if signin is not None and signin.enabled:
+            try:
+                signin.name_of_request(request)
+            except SignInRefused as exc:
+                return _unauthorized(exc)
         if not bearer_ok(request, password):
             return web.json_response(
                 {"code": "unauthorized", "message": "This server needs its password as "
@@ -159,3 +180,22 @@ def rooms_handler(registry: Callable[[], RoomRegistry], password: str) -> Any:
         return web.json_response({"rooms": registry().listing()})
 
     return rooms
+
+
+def _unauthorized(exc: SignInRefused) -> web.Response:
+    return web.json_response({"code": "unauthorized", "message": exc.reason}, status=exc.status)
+
+
+def session_handler(signin: ProxySignIn) -> Any:
+    """`GET /api/session`: who the sign-in proxy says this is, `{"user": "alice"}`, or
+    `{"user": null}` when the server has no sign-in (people choose a nickname)."""
+
+    async def session(request: web.Request) -> web.Response:
+        if not signin.enabled:
+            return web.json_response({"user": None})
+        try:
+            return web.json_response({"user": signin.name_of_request(request)})
+        except SignInRefused as exc:
+            return _unauthorized(exc)
+
+    return session
