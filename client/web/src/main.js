@@ -8,6 +8,7 @@ import {
 import { MessageList } from './messages.js';
 import { Activity, OnlineList } from './room.js';
 import { ROOM_RULE, RoomsPanel, roomFromPath, showRoomName } from './rooms.js';
+import { fetchSession, showSignedIn } from './session.js';
 import './style.css';
 
 const NOTICE_MS = 6000;
@@ -332,6 +333,15 @@ if (address.invalid !== null) {
   ui.nickname.disabled = true;
   ui.joinDefaultRoom.hidden = false;
 } else {
-  showJoinDialog();
+  fetchSession().then(({ user, error }) => (user ? joinAs(user) : showJoinDialog(error)));
 }
 updateComposer();
+
+// Signed in by a proxy: no nickname to pick; the server binds the name at connect.
+function joinAs(user) {
+  showSignedIn($('signed-in'), user);
+  state.name = user;
+  state.wantJoin = true;
+  ui.overlay.hidden = true;
+  if (socket.connected) register();
+}
