@@ -52,7 +52,8 @@ async def test_two_rooms_hold_separate_conversations(
 ):
     alice, bob = await joined(peers, "Design", "Alice", "Bob")
     carol = (await joined(peers, None, "Carol"))[0]
-    assert alice.of("welcome")[0]["room"] == {"name": "design", "listed": True, "password": False}
+    assert alice.of("welcome")[0]["room"] == {"name": "design", "listed": True, "password": False,
+                                              "reply": "always", "reply_locked": False}
     assert carol.of("welcome")[0]["room"]["name"] == "main"
     assert [u["name"] for u in carol.of("welcome")[0]["users"]] == ["Carol"]
     await alice.say("hello design")
@@ -229,7 +230,8 @@ max_participants = 1
     assert missing["code"] == wrong["code"] == "wrong_password"
     assert "needs a password" in missing["message"] and "Wrong password" in wrong["message"]
     ok = await ann.call("register", {"name": "Ann", "room": "board", "password": "s3cret"})
-    assert ok["ok"] and ok["room"] == {"name": "board", "listed": False, "password": True}
+    assert ok["ok"] and ok["room"] == {"name": "board", "listed": False, "password": True,
+                                       "reply": "always", "reply_locked": False}
     ben = Peer(server.url, "Ben", room="board", password="s3cret")
     await ben.connect()
     full = await ben.call("register", {"name": "Ben", "room": "board", "password": "s3cret"})
