@@ -333,13 +333,18 @@ if (address.invalid !== null) {
   ui.nickname.disabled = true;
   ui.joinDefaultRoom.hidden = false;
 } else {
-  fetchSession().then(({ user, error }) => (user ? joinAs(user) : showJoinDialog(error)));
+  showJoinDialog();
+  fetchSession().then(({ user, error }) => {
+    if (user) joinAs(user);
+    else if (error && !state.wantJoin && !state.registered) showJoinDialog(error);
+  });
 }
 updateComposer();
 
 // Signed in by a proxy: no nickname to pick; the server binds the name at connect.
 function joinAs(user) {
   showSignedIn($('signed-in'), user);
+  if (state.registered) return;
   state.name = user;
   state.wantJoin = true;
   ui.overlay.hidden = true;
