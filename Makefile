@@ -13,14 +13,15 @@ WEB_OUT := $(WEB)/dist/index.html
 WEB_SRC := $(WEB)/package.json $(wildcard $(WEB)/package-lock.json) $(WEB)/index.html \
            $(wildcard $(WEB)/vite.config.js) $(shell find $(WEB)/src -type f 2>/dev/null)
 CHROMIUM := /usr/bin/chromium
+NGINX    := /usr/sbin/nginx
 
-.PHONY: run test lint typecheck pytest setup setup-dev clean client browser-deps
+.PHONY: run test lint typecheck pytest setup setup-dev clean client browser-deps nginx-deps
 .PHONY: local-deps local-if-needed local-test-deps
 
 run: setup client local-if-needed
 	$(PY) -m server
 
-test: setup-dev client browser-deps local-test-deps lint typecheck pytest
+test: setup-dev client browser-deps nginx-deps local-test-deps lint typecheck pytest
 
 $(VENV)/bin/pip:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +45,7 @@ lint: setup-dev
 typecheck: setup-dev
 	$(VENV)/bin/mypy
 
-pytest: setup-dev client browser-deps local-test-deps
+pytest: setup-dev client browser-deps nginx-deps local-test-deps
 	$(VENV)/bin/pytest $(LOCAL_PYTEST_ARGS) $(PYTEST_ARGS)
 
 # The web client (npm + Vite) in client/web/dist, which the server serves at `/`.
@@ -60,6 +61,15 @@ browser-deps:
 	@if [ ! -x $(CHROMIUM) ]; then \
 		if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; \
+	fi
+
+# Debian's nginx for tests/test_deploy.py (docs/deploy.md), installed only when missing. The test
+# runs its own nginx on a free loopback port; the package may also start the system service on
+# :80 (not where a container's policy-rc.d forbids it), which no test uses.
+nginx-deps:
+	@if [ ! -x $(NGINX) ]; then \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update && $$SUDO apt-get install -y nginx; \
 	fi
 
 # ---- Local model ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from aiohttp import web
 from .app import create_app
 from .config import ConfigError, load_settings
 from .local import LocalModelError
+from .logs import configure as configure_logging
 from .rooms import RoomsFileError
 from .tools import ToolError
 
@@ -48,12 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"roundtable: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    configure_logging(settings.log_level, settings.log_format)
     log = logging.getLogger("server")
     for name, value in settings.public_items():
         log.debug("setting %s=%s", name, value)

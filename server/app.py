@@ -30,7 +30,9 @@ from .transport.http import (
     index_handler,
     metrics_handler,
     rooms_handler,
+    session_handler,
 )
+from .transport.signin import ProxySignIn
 
 logger = logging.getLogger(__name__)
 
@@ -100,21 +102,25 @@ def create_app(settings: Settings, provider: Provider | None = None) -> web.Appl
         return app.get(SERVICE_KEY)
 
     emitter = app[EMITTER_KEY] = SocketEmitter(sio, metrics)
+    signin = ProxySignIn(settings.trusted_user_header, settings.trusted_proxies,
+                         settings.max_name_length)
     handlers = RoomHandlers(sio, service, emitter, settings.room_password,
-                            settings.rate_limit_per_minute, metrics)
+                            settings.rate_limit_per_minute, metrics, signin)
     handlers.attach()
     app[HANDLERS_KEY] = handlers
     app.cleanup_ctx.append(_service_context(provider, tools, emitter, policy, metrics))
     app.on_shutdown.append(_drain_and_disconnect)
     _gauges(app, metrics)
-    stream = StreamRoute(service, origins, metrics)
+    stream = StreamRoute(service, origins, metrics, signin)
     app.router.add_post("/stream", stream.post)
     app.router.add_route("OPTIONS", "/stream", stream.preflight)
     health, ready = health_handlers(service, settings.llm_api)
     app.router.add_get("/healthz", health)
     app.router.add_get("/readyz", ready)
     app.router.add_get("/metrics", metrics_handler(metrics, settings.metrics_token))
-    app.router.add_get("/api/rooms", rooms_handler(service, settings.room_password, metrics))
+    app.router.add_get("/api/rooms",
+                       rooms_handler(service, settings.room_password, metrics, signin))
+    app.router.add_get("/api/session", session_handler(signin, metrics))
     index = index_handler(WEB_DIST)
     app.router.add_get("/", index)
     app.router.add_get("/r/{room}", index)

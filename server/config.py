@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .logs import LOG_FORMATS
 from .rooms.config import REPLY_MODES, ROOM_NAME
 
 LLM_APIS = ("responses", "assistants", "chat", "local")
@@ -93,6 +95,23 @@ def _origins(raw: str) -> tuple[str, ...]:
     for origin in items:
         if origin != "*" and not origin.startswith(("http://", "https://")):
             raise ValueError(f"each origin must be '*' or start with http(s)://, got {origin!r}")
+    return items
+
+
+def _header(raw: str) -> str:
+    value = raw.strip()
+    if value and not re.match(r"^[A-Za-z0-9-]{1,64}$", value):
+        raise ValueError(f"an HTTP header name is letters, digits and '-', got {raw!r}")
+    return value
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"expected IP addresses or CIDRs, got {item!r}") from None
     return items
 
 
@@ -265,7 +284,22 @@ class Settings:
         "Event loop for python -m server: asyncio, or uvloop (pip install uvloop).",
     )
     log_level: str = _setting(
-        "LOG_LEVEL", "INFO", _choice("debug", "info", "warning", "error"), "Logging verbosity."
+        "LOG_LEVEL", "INFO", _choice("debug", "info", "warning", "error"),
+        "Logging verbosity; message text and provider error details are logged only at debug.",
+    )
+    log_format: str = _setting(
+        "LOG_FORMAT", "text", _choice(*LOG_FORMATS),
+        "Log lines as readable text, or json: one object per line (time, level, logger, "
+        "message, room/turn/connection ids) for log collectors.",
+    )
+    trusted_user_header: str = _setting(
+        "TRUSTED_USER_HEADER", "", _header,
+        "Header a sign-in proxy sets to the person's name (e.g. X-Forwarded-User); when set, "
+        "only connections from TRUSTED_PROXIES carrying it are accepted. Empty = nicknames.",
+    )
+    trusted_proxies: tuple[str, ...] = _setting(
+        "TRUSTED_PROXIES", "127.0.0.1/8,::1", _networks,
+        "Addresses (IPs or CIDRs, comma-separated) TRUSTED_USER_HEADER is honoured from.",
     )
 
     def validate(self) -> None:
@@ -275,6 +309,11 @@ class Settings:
                 f"OPENAI_API_KEY: not set, but LLM_API={self.llm_api} needs it. Put your key in "
                 ".env (see .env.example), set OPENAI_BASE_URL to a server that needs no key, or "
                 "unset LLM_API to use the local model."
+            )
+        if self.trusted_user_header and not self.trusted_proxies:
+            raise ConfigError(
+                f"TRUSTED_PROXIES: empty, but TRUSTED_USER_HEADER={self.trusted_user_header} "
+                "needs the addresses of the proxy that sets it."
             )
 
     def public_items(self) -> list[tuple[str, str]]:

@@ -14,13 +14,14 @@ import engineio.exceptions
 import pytest
 import socketio
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 
 USED_BY = {
     "engine": "server/transport/engine.py",
     "emitter": "server/transport/emitter.py",
+    "signin": "server/transport/signin.py",
 }
 
 
@@ -105,3 +106,13 @@ async def test_aiohttp_websocket_writer_transport() -> None:
     [transport] = seen
     for method in ("write", "is_closing", "get_write_buffer_size", "abort"):
         needs(transport, method, "engine", lib)
+
+
+def test_python_engineio_keeps_the_aiohttp_request_in_the_environ() -> None:
+    """The sign-in check reads the peer address from the aiohttp request in a connect's environ
+    (python-engineio's own REMOTE_ADDR is a constant under aiohttp)."""
+    request = make_mocked_request("GET", "/socket.io/", headers={"X-Forwarded-User": "alice"})
+    environ = eio_aiohttp.translate_request(request)
+    if environ.get("aiohttp.request") is not request:
+        pytest.fail(f"python-engineio {version('python-engineio')}: the connect environ no longer "
+                    f"carries 'aiohttp.request'; {USED_BY['signin']} relies on it.")

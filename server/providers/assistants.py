@@ -29,7 +29,7 @@ from openai.types.beta.threads.run_submit_tool_outputs_params import ToolOutput
 from ..messages import Message
 from .base import AssistantProfile, RunEvent, RunRequest, TextDelta, ToolCall, ToolSpec
 from .client import STREAM_ERRORS, OpenAISettings, make_client
-from .errors import ProviderError, ProviderProtocolError, translate
+from .errors import ProviderError, ProviderProtocolError, summary, translate
 from .gate import ThreadGate
 from .responses import attributed_text
 from .store import InMemoryThreadStore, ThreadStore
@@ -279,7 +279,8 @@ class AssistantsProvider:
                     message_id, thread_id=thread_id, metadata=metadata
                 )
             except openai.OpenAIError as exc:
-                logger.warning("could not label message %s: %s", message_id, exc)
+                logger.warning("could not label message %s: %s", message_id, summary(exc))
+                logger.debug("provider detail: %s", exc)
 
     async def history(self, thread_id: str) -> list[Message]:
         """The thread's messages, all pages, oldest first, as the room shows them."""

@@ -72,3 +72,11 @@ def translate(exc: openai.OpenAIError, streaming: bool = False) -> ProviderError
     if isinstance(exc, openai.APIResponseValidationError):
         return ProviderProtocolError(detail)
     return ProviderError(detail)
+
+
+def summary(exc: BaseException) -> str:
+    """The error's kind and upstream HTTP status, e.g. "ProviderRejected (HTTP 400)": safe to
+    log at any level, unlike its detail, which may quote the request (people's messages)."""
+    cause = exc if isinstance(exc, openai.APIStatusError) else exc.__cause__
+    status = getattr(cause, "status_code", None)
+    return type(exc).__name__ + (f" (HTTP {status})" if isinstance(status, int) else "")

@@ -23,7 +23,7 @@ import openai
 from ..messages import Message
 from .base import AssistantProfile, RunEvent, RunRequest, TextDelta, ToolCall, ToolSpec
 from .client import STREAM_ERRORS, OpenAISettings, check_reachable, make_client
-from .errors import ProviderError, ProviderProtocolError, translate
+from .errors import ProviderError, ProviderProtocolError, summary, translate
 from .gate import ThreadGate
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,9 @@ class ResponsesProvider:
         try:
             await self._add_items(thread_id, items)
         except openai.OpenAIError as exc:
-            logger.warning("could not record the interrupted turn in %s: %s", thread_id, exc)
+            logger.warning("could not record the interrupted turn in %s: %s", thread_id,
+                           summary(exc))
+            logger.debug("provider detail: %s", exc)
 
     async def _stream(
         self,

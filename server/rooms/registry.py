@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..logs import log_ids
 from .config import RoomConfig, room_name
 from .room import Room
 from .roster import RoomError
@@ -89,6 +90,12 @@ class RoomRegistry:
         if sid in self._room_of:
             raise RoomError("already_registered", "This connection is already registered.")
         name = self.policy.default_room if room is None else room_name(room)
+        with log_ids(room=name):
+            return await self._register(sid, user_id, nickname, name, password)
+
+    async def _register(
+        self, sid: str, user_id: object, nickname: str, name: str, password: object
+    ) -> dict[str, Any]:
         config = self.policy.config(name)
         _check_password(config, password)
         target = self._rooms.get(name) or await self._open(config)
@@ -104,8 +111,11 @@ class RoomRegistry:
     async def leave(self, sid: str) -> None:
         """The connection is gone; a room whose last person left is closed."""
         room = self._room_of.pop(sid, None)
-        if room is not None and await room.leave(sid):
-            self._close_if_empty(room)
+        if room is None:
+            return
+        with log_ids(room=room.name):
+            if await room.leave(sid):
+                self._close_if_empty(room)
 
     async def close(self) -> None:
         """Close every room (deleting each thread), and wait for rooms already closing."""
@@ -119,7 +129,8 @@ class RoomRegistry:
             raise RoomError("room_limit", "Too many rooms are open on this server; try later.")
         room = self._make_room(config)
         self._rooms[config.name] = room
-        await room.start()
+        with log_ids(room=config.name, connection=None):  # the room's own tasks: no connection
+            await room.start()
         logger.info("opened room %s (%d open)", config.name, len(self._rooms))
         return room
 
@@ -128,7 +139,8 @@ class RoomRegistry:
             return
         del self._rooms[room.name]
         logger.info("closing room %s (%d open)", room.name, len(self._rooms))
-        task = asyncio.create_task(room.close(), name=f"close-{room.name}")
+        with log_ids(room=room.name, connection=None):
+            task = asyncio.create_task(room.close(), name=f"close-{room.name}")
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

@@ -17,10 +17,11 @@ from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..logs import log_ids
 from ..messages import Message, new_id, now_ms
 from ..metrics import Metrics
 from ..providers.base import Provider, RunRequest, ToolCall, ToolResult
-from ..providers.errors import ProviderError, ProviderTimeout
+from ..providers.errors import ProviderError, ProviderTimeout, summary
 from ..tools import RoomView, ToolRegistry
 from .batching import BATCH_MIN_RECIPIENTS, BATCH_WINDOW, DeltaBatcher
 from .config import NO_REPLY
@@ -223,9 +224,15 @@ class TurnEngine:
             thread_id = await self._transcript.thread.ensure()
             await self._provider.append(thread_id, messages)
         except ProviderError as exc:
-            logger.warning("%d message(s) did not reach the thread: %s", len(messages), exc)
+            logger.warning("%d message(s) did not reach the thread: %s", len(messages),
+                           summary(exc))
+            logger.debug("provider detail: %s", exc)
 
     async def _take(self, turn: Turn) -> None:
+        with log_ids(turn=turn.message.id):
+            await self._take_turn(turn)
+
+    async def _take_turn(self, turn: Turn) -> None:
         message = turn.message
         answer = Message(new_id("a"), None, self._name, "assistant", "", now_ms(),
                          reply_to=message.id)
@@ -245,7 +252,9 @@ class TurnEngine:
             turn.completed = True
             self._metrics.turns_completed.inc()
         except ProviderError as exc:
-            logger.warning("turn %s failed: %s: %s", message.id, type(exc).__name__, exc)
+            # The provider's detail may quote the request (people's messages): debug only.
+            logger.warning("turn %s failed: %s", message.id, summary(exc))
+            logger.debug("turn %s: provider detail: %s", message.id, exc)
             self._metrics.turns_failed.labels(kind=type(exc).__name__).inc()
             turn.held = ""  # nothing more of it will be shown
             await self._emit("message", Message.system(exc.user_message).to_wire())
@@ -366,3 +375,4 @@ class TurnEngine:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+

@@ -9,14 +9,17 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import socketio
 
+from ..logs import log_ids
 from ..metrics import Metrics
 from ..rooms import Room, RoomError, RoomRegistry
 from .emitter import SocketEmitter
 from .engine import NAMESPACE
+from .signin import ProxySignIn, SignInRefused, user_id_for
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +90,7 @@ class RoomHandlers:
         password: str = "",
         per_minute: int = 30,
         metrics: Metrics | None = None,
+        signin: ProxySignIn | None = None,
     ) -> None:
         self._refused = (metrics or Metrics()).refused
         self._sio = sio
@@ -94,6 +98,8 @@ class RoomHandlers:
         self._emitter = emitter
         self._password = password
         self._limiter = RateLimiter(per_minute)
+        self._signin = signin if signin is not None and signin.enabled else None
+        self._signed_in: dict[str, str] = {}  # sid -> the name the proxy signed in
         self._departures: asyncio.Queue[str] = asyncio.Queue()
         self._departing: asyncio.Task[None] | None = None
 
@@ -107,6 +113,10 @@ class RoomHandlers:
         self._sio.on("room-settings", self.room_settings)
 
     async def connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        with log_ids(connection=sid):
+            self._admit(sid, environ, auth)
+
+    def _admit(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         if self._password and not hmac.compare_digest(
             _token_of(auth).encode(), self._password.encode()
         ):
@@ -114,12 +124,21 @@ class RoomHandlers:
             raise socketio.exceptions.ConnectionRefusedError(
                 "unauthorized: this server needs a password (Socket.IO auth {token})"
             )
+        if self._signin is not None:
+            try:
+                self._signed_in[sid] = self._signin.name_of_environ(environ)
+            except SignInRefused as exc:
+                logger.info("refused connection %s: %s", sid, exc.reason)
+                raise socketio.exceptions.ConnectionRefusedError(exc.reason) from None
 
     async def disconnect(self, sid: str, *reason: Any) -> None:
         if self._sio.manager.is_connected(sid, NAMESPACE):
             return  # a client sent an event named "disconnect": not a real one
+        with log_ids(connection=sid):
+            logger.debug("connection %s closed", sid)
         self._limiter.forget(sid)
         self._emitter.forget(sid)
+        self._signed_in.pop(sid, None)
         # engine.io may run this inline from a send to a socket whose ping expired, i.e. in the
         # middle of one of a room's emits: leave later, in order, never re-entering the room.
         self._departures.put_nowait(sid)
@@ -132,10 +151,11 @@ class RoomHandlers:
             rooms = self._access()
             if rooms is None or rooms.registry is None:
                 continue
-            try:
-                await rooms.registry.leave(sid)
-            except Exception:
-                logger.exception("leaving %s failed", sid)
+            with log_ids(connection=sid):
+                try:
+                    await rooms.registry.leave(sid)
+                except Exception:
+                    logger.exception("leaving %s failed", sid)
 
     async def close(self) -> None:
         """Finish the departures in progress (at shutdown)."""
@@ -143,17 +163,30 @@ class RoomHandlers:
             await asyncio.wait({self._departing})
 
     async def register(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
-        if extra or not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        with log_ids(connection=sid):
+            return await self._register(sid, data, *extra)
+
+    async def _register(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+        signed_in = self._signed_in.get(sid)
+        if extra or not isinstance(data, dict) or (
+                signed_in is None and not isinstance(data.get("name"), str)):
             return await self._error(sid, "invalid_payload", 'register needs {"name": "..."}.')
+        # Signed in by the proxy: that name, and one id per name (several tabs, one person).
+        user_id, name = (data.get("user_id"), data["name"]) if signed_in is None else (
+            user_id_for(signed_in), signed_in)
         try:
             welcome = await accepting(self._access).register(
-                sid, data.get("user_id"), data["name"], data.get("room"), data.get("password")
+                sid, user_id, name, data.get("room"), data.get("password")
             )
         except RoomError as exc:
             return await self._error(sid, exc.code, exc.message)
         return {"ok": True, **welcome}
 
     async def message(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+        with self._ids(sid):
+            return await self._message(sid, data, *extra)
+
+    async def _message(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
         room = self._room(sid)
         if room is None:
             return await self._error(sid, "not_registered", "Register with a nickname first.")
@@ -168,6 +201,10 @@ class RoomHandlers:
             return await self._error(sid, exc.code, exc.message)
 
     async def stop(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+        with self._ids(sid):
+            return await self._stop(sid, *extra)
+
+    async def _stop(self, sid: str, *extra: Any) -> dict[str, Any]:
         if extra:
             return await self._error(sid, "invalid_payload", "stop takes no arguments.")
         room = self._room(sid)
@@ -180,6 +217,10 @@ class RoomHandlers:
         return {"ok": True, "stopped": stopped}
 
     async def room_settings(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+        with self._ids(sid):
+            return await self._room_settings(sid, data, *extra)
+
+    async def _room_settings(self, sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
         room = self._room(sid)
         if room is None:
             return await self._error(sid, "not_registered", "Register with a nickname first.")
@@ -190,6 +231,11 @@ class RoomHandlers:
             return await room.set_reply(sid, data["reply"])
         except RoomError as exc:
             return await self._error(sid, exc.code, exc.message)
+
+    def _ids(self, sid: str) -> AbstractContextManager[None]:
+        """Log lines while handling `sid`'s event carry its connection id and room."""
+        room = self._room(sid)
+        return log_ids(connection=sid, room=room.name if room is not None else None)
 
     def _room(self, sid: str) -> Room | None:
         rooms = self._access()

@@ -14,6 +14,7 @@ from aiohttp import web
 from ..metrics import CONTENT_TYPE, Metrics
 from ..rooms import RoomError, room_name
 from .handlers import Access, accepting
+from .signin import ProxySignIn, SignInRefused, user_id_for
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +69,14 @@ class StreamRoute:
     body and, as always, to every socket.
     """
 
-    def __init__(self, access: Access, policy: OriginPolicy, metrics: Metrics) -> None:
+    def __init__(
+        self, access: Access, policy: OriginPolicy, metrics: Metrics,
+        signin: ProxySignIn | None = None,
+    ) -> None:
         self._access = access
         self._policy = policy
         self._metrics = metrics
+        self._signin = signin if signin is not None and signin.enabled else None
 
     async def preflight(self, request: web.Request) -> web.Response:
         cors = self._policy.headers(request)
@@ -82,10 +87,18 @@ class StreamRoute:
         if request.headers.get("Origin") and not cors:
             return _json_error(403, "origin_not_allowed", "This origin may not post here.", cors,
                                self._metrics)
+        signed_in = None
+        if self._signin is not None:
+            try:
+                signed_in = self._signin.name_of_request(request)
+            except SignInRefused as exc:
+                return _json_error(exc.status, "unauthorized", exc.reason, cors, self._metrics)
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = None
+        if isinstance(body, dict) and signed_in is not None:
+            body["user_id"] = user_id_for(signed_in)  # posts as the signed-in person only
         if not isinstance(body, dict) or not isinstance(body.get("content"), str) \
                 or not isinstance(body.get("user_id"), str):
             return _json_error(400, "invalid_payload", 'needs {"user_id", "content"}.', cors,
@@ -160,11 +173,23 @@ def _unauthorized(what: str, metrics: Metrics) -> web.Response:
                        metrics, {"WWW-Authenticate": "Bearer"})
 
 
-def rooms_handler(access: Access, password: str, metrics: Metrics) -> Any:
+def _not_signed_in(exc: SignInRefused, metrics: Metrics | None) -> web.Response:
+    return _json_error(exc.status, "unauthorized", exc.reason, {}, metrics)
+
+
+def rooms_handler(
+    access: Access, password: str, metrics: Metrics, signin: ProxySignIn | None = None
+) -> Any:
     """`GET /api/rooms`: the listed rooms, open or configured, with how many people are in each
-    (the server password as a bearer token when ROOM_PASSWORD is set)."""
+    (the server password as a bearer token when ROOM_PASSWORD is set; through the sign-in proxy
+    when TRUSTED_USER_HEADER is)."""
 
     async def rooms(request: web.Request) -> web.Response:
+        if signin is not None and signin.enabled:
+            try:
+                signin.name_of_request(request)
+            except SignInRefused as exc:
+                return _not_signed_in(exc, metrics)
         if not bearer_ok(request, password):
             return _unauthorized("This server needs its password", metrics)
         found = access()
@@ -207,3 +232,18 @@ def health_handlers(access: Access, provider: str) -> tuple[Any, Any]:
         return web.json_response({"status": "ready"})
 
     return health, ready
+
+
+def session_handler(signin: ProxySignIn, metrics: Metrics) -> Any:
+    """`GET /api/session`: who the sign-in proxy says this is, `{"user": "alice"}`, or
+    `{"user": null}` when the server has no sign-in (people choose a nickname)."""
+
+    async def session(request: web.Request) -> web.Response:
+        if not signin.enabled:
+            return web.json_response({"user": None})
+        try:
+            return web.json_response({"user": signin.name_of_request(request)})
+        except SignInRefused as exc:
+            return _not_signed_in(exc, metrics)
+
+    return session

@@ -11,6 +11,7 @@ import { MessageList } from './messages.js';
 import { Activity, OnlineList } from './room.js';
 import { ROOM_RULE, RoomsPanel, roomFromPath, showRoomName } from './rooms.js';
 import { REPLY_MODES, ReplyModeControl } from './reply.js';
+import { fetchSession, showSignedIn } from './session.js';
 import './style.css';
 
 const NOTICE_MS = 6000;
@@ -413,5 +414,19 @@ if (address.invalid !== null) {
   ui.joinDefaultRoom.hidden = false;
 } else {
   showJoinDialog();
+  fetchSession().then(({ user, error }) => {
+    if (user) joinAs(user);
+    else if (error && !state.wantJoin && !state.registered) showJoinDialog(error);
+  });
 }
 updateComposer();
+
+// Signed in by a proxy: no nickname to pick; the server binds the name at connect.
+function joinAs(user) {
+  showSignedIn($('signed-in'), user);
+  if (state.registered) return;
+  state.name = user;
+  state.wantJoin = true;
+  ui.overlay.hidden = true;
+  if (socket.connected) register();
+}
