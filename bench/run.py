@@ -598,7 +598,7 @@ def rooms_plan(rooms: int, answering: int) -> tuple[list[str], list[str]]:
 
 async def rooms_session(procs: Procs, up: Upstream, impl: str, rooms: int, per_room: int,
                         answering: int, deflate: bool, n: int, interval: float,
-                        log: Path) -> dict[str, Any]:
+                        log: Path, profile: Path | None = None) -> dict[str, Any]:
     """Many rooms in one server: `rooms` rooms of `per_room` people, `answering` of them
     answering at once (paced), each client checking it gets its own room's answer and nothing
     of any other room's."""
@@ -623,8 +623,12 @@ async def rooms_session(procs: Procs, up: Upstream, impl: str, rooms: int, per_r
             out["rss_connected"] = srv.rss()
             out["rss_per_client_kb"] = (out["rss_connected"] - out["rss_idle"]) / clients / 1024
             out["warmup"] = await one_turn(up, srv, gens, 20, 0.0, 30, rooms=warm)
+            prof = await start_profile(procs, srv, profile, n * interval) if profile else None
             out["paced"] = await one_turn(up, srv, gens, n, interval, n * interval + 60,
                                           rooms=paced)
+            if prof is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(prof.wait(), 30)
             for g in gens:
                 g.send({"cmd": "status"})
             stats = await asyncio.gather(*(g.wait("status", 10) for g in gens))
@@ -744,7 +748,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-relay", action="store_true")
     p.add_argument("--no-fanout", action="store_true", help="relay overhead only")
     p.add_argument("--profile", action="store_true",
-                   help="py-spy the first implementation at the largest C (deflate on, paced)")
+                   help="py-spy the first implementation at the largest C (deflate on, paced) "
+                        "and in the many-rooms case (first run)")
     p.add_argument("--out", default=None, help="results JSON (default bench/results/<stamp>.json)")
     p.add_argument("--no-report", action="store_true", help="skip bench/report.py at the end")
     p.add_argument("--update-docs", action="store_true",
@@ -816,9 +821,7 @@ async def main_async(args: argparse.Namespace) -> Path:
                             profile = None
                             if (args.profile and impl == impls[0] and c == max(clients)
                                     and deflate and run == 0):
-                                safe = "".join(ch if ch.isalnum() or ch in "-_+" else "_"
-                                               for ch in impl)
-                                profile = RESULTS / f"{stamp}-profile-{safe}-{c}.txt"
+                                profile = RESULTS / f"{stamp}-profile-{safe_name(impl)}-{c}.txt"
                             try:
                                 r = await fanout_session(procs, up, impl, c, deflate, modes, log,
                                                          profile)
@@ -834,9 +837,12 @@ async def main_async(args: argparse.Namespace) -> Path:
                     nr, per, ans = rooms_case
                     tag = f"[run {run + 1}/{runs}] {nr} rooms x {per}, {ans} answering {impl}"
                     print(tag + " ...", flush=True)
+                    profile = None
+                    if args.profile and impl == impls[0] and run == 0:
+                        profile = RESULTS / f"{stamp}-profile-{safe_name(impl)}-rooms.txt"
                     try:
                         r = await rooms_session(procs, up, impl, nr, per, ans, deflates[0],
-                                                args.chunks, args.interval, log)
+                                                args.chunks, args.interval, log, profile)
                         r["run"] = run
                         results["rooms"].append(r)
                         print("    " + summary_line(r, ["paced"]), flush=True)
@@ -852,6 +858,10 @@ async def main_async(args: argparse.Namespace) -> Path:
     shown = out_path.relative_to(ROOT) if out_path.is_relative_to(ROOT) else out_path
     print(f"results: {shown}  ({results['elapsed_s']:.0f} s)", flush=True)
     return out_path
+
+
+def safe_name(impl: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_+" else "_" for ch in impl)
 
 
 def summary_line(r: dict[str, Any], modes: list[str]) -> str:
