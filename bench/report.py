@@ -48,12 +48,14 @@ def ratio(a: float, b: float) -> str:
 
 
 def load(paths: list[Path]) -> dict[str, Any]:
-    merged: dict[str, Any] = {"relay": [], "fanout": [], "errors": [], "machine": None,
+    merged: dict[str, Any] = {"relay": [], "fanout": [], "rooms": [], "errors": [],
+                              "machine": None,
                               "stamps": [], "config": None, "elapsed": 0.0}
     for p in paths:
         d = json.loads(p.read_text())
         merged["relay"] += d.get("relay", [])
         merged["fanout"] += d.get("fanout", [])
+        merged["rooms"] += d.get("rooms", [])
         merged["errors"] += d.get("errors", [])
         merged["machine"] = merged["machine"] or d.get("machine")
         merged["config"] = merged["config"] or d.get("config")
@@ -181,6 +183,61 @@ def fanout_tables(data: dict[str, Any], ref: str = "baseline") -> str:
     return "\n".join(out) + "\n"
 
 
+def one_room_us(data: dict[str, Any], impl: str, clients: int, deflate: bool) -> float:
+    """Median CPU µs per delivery of the paced one-room answer at `clients` (the same files)."""
+    rs = [r for r in group_fanout(data).get((clients, deflate, impl), []) if "paced" in r]
+    return med([r["paced"]["cpu_us_per_delivery"] for r in rs])[0]
+
+
+def rooms_rows(data: dict[str, Any]) -> dict[tuple[int, int, int, bool, str], list[dict[str, Any]]]:
+    groups: dict[tuple[int, int, int, bool, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in data.get("rooms", []):
+        if "paced" in r:
+            groups[(r["rooms"], r["per_room"], r["answering"], r["deflate"], r["impl"])].append(r)
+    return groups
+
+
+def rooms_table(data: dict[str, Any]) -> str:
+    """The many-rooms case against the one-room fan-out of the same results files."""
+    groups = rooms_rows(data)
+    if not groups:
+        return "_no many-rooms results_\n"
+    out = ["Each answering room's answer is 500 deltas at 50 deltas/s from its own upstream stream "
+           "(all at once); its chunks name the room, and every client checks that it gets its "
+           "own room's answer whole and in order and nothing of any other room (*cross-room*: "
+           "events of another room's answer at any client, answer ids seen in two rooms). "
+           "Latency is against each room's own schedule. *vs one room* = µs per delivery here ÷ "
+           "the paced one-room figure of the same server in the same files, with as many "
+           "clients in the one room (C = all) or as many as one room here (C = people). "
+           "Median of runs (min–max).\n",
+           "| rooms × people | answering | server | p50 (ms) | p99 (ms) | server CPU % | CPU µs "
+           "per delivery | vs one room, C = all | vs one room, C = people | kept pace | "
+           "lost chars / mismatched / reordered | cross-room events / ids in two rooms | "
+           "KB per client | connect + register (s) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key in sorted(groups):
+        nr, per, ans, deflate, impl = key
+        rs = groups[key]
+
+        def m(f: str, rs: list[dict[str, Any]] = rs) -> tuple[float, float, float]:
+            return med([r["paced"].get(f, math.nan) for r in rs])
+
+        us = m("cpu_us_per_delivery")
+        vs_all = ratio(us[0], one_room_us(data, impl, nr * per, deflate))
+        vs_room = ratio(us[0], one_room_us(data, impl, per, deflate))
+        p = [r["paced"] for r in rs]
+        pace = f"{min(t['kept_pace'] for t in p)}/{p[0]['clients']}"
+        bad = (f"{max(t['lost_chars'] for t in p)} / {max(t['text_mismatch_clients'] for t in p)}"
+               f" / {max(t['reordered'] for t in p)}")
+        cross = f"{max(t['foreign'] for t in p)} / {max(t['ids_in_several_rooms'] for t in p)}"
+        out.append(
+            f"| {nr} × {per} | {ans} | {impl} | {fmt(m('p50_ms'))} | {fmt(m('p99_ms'))} | "
+            f"{fmt(m('cpu_pct'), 0)} | {fmt(us, 1)} | {vs_all} | {vs_room} | {pace} | {bad} | "
+            f"{cross} | {fmt(med([r['rss_per_client_kb'] for r in rs]), 1)} | "
+            f"{fmt(med([r['connect_s'] for r in rs]), 2)} |")
+    return "\n".join(out) + "\n"
+
+
 NAMES = {"roundtable": "Roundtable", "baseline": "bare python-socketio", "node": "Node socket.io"}
 
 
@@ -246,6 +303,38 @@ def targets(data: dict[str, Any]) -> str:
                      (f"connect + register {cmax} within 10 s, nobody dropped", conn),
                      ("no disconnect (ping timeout) while streaming", disc)):
         rows.append(f"| {label} | " + " | ".join(fan(i, f) for i in impls) + " |")
+    rgroups = rooms_rows(data)
+    if rgroups:
+        case = max(rgroups, key=lambda k: (k[0] * k[1], k[2]))[:4]
+        nr, per, ans, deflate = case
+
+        def many(impl: str, f: Callable[[list[dict[str, Any]]], str]) -> str:
+            rs = rgroups.get((*case, impl), [])
+            return f(rs) if rs else "–"
+
+        def cpu_ratio(rs: list[dict[str, Any]]) -> str:
+            us = med([r["paced"]["cpu_us_per_delivery"] for r in rs])[0]
+            base = one_room_us(data, rs[0]["impl"], nr * per, deflate)
+            if math.isnan(base):
+                return f"{us:.1f} µs (no one-room figure)"
+            mark = "✅" if us <= 1.2 * base else "❌"
+            return f"{mark} {us / base:.2f}× ({us:.1f} vs {base:.1f} µs)"
+
+        def whole(rs: list[dict[str, Any]]) -> str:
+            n = max(r["paced"]["lost_chars"] + r["paced"]["text_mismatch_clients"]
+                    + r["paced"]["reordered"] + r["paced"]["lost_chunks"] for r in rs)
+            return f"{'✅' if n == 0 else '❌'} {n}"
+
+        def cross(rs: list[dict[str, Any]]) -> str:
+            n = max(r["paced"]["foreign"] + r["paced"]["ids_in_several_rooms"] for r in rs)
+            ok = n == 0 and all(r["paced"]["rooms_with_one_id"] == ans for r in rs)
+            return f"{'✅' if ok else '❌'} {n}"
+
+        for label, f in ((f"{nr} rooms of {per}, {ans} answering at 50 deltas/s: CPU per "
+                          f"delivered delta within 1.2× of one room of {nr * per}", cpu_ratio),
+                         ("… 0 lost / reordered characters at every client", whole),
+                         ("… 0 deltas delivered outside their room", cross)):
+            rows.append(f"| {label} | " + " | ".join(many(i, f) for i in impls) + " |")
     return "\n".join(rows) + "\n"
 
 
@@ -320,7 +409,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
 def render(data: dict[str, Any]) -> str:
     parts = [machine_block(data), "\n### Targets (benchmarks, not tests)\n\n", targets(data),
              "\n### Relay overhead\n\n", relay_table(data), "\n### Fan-out\n\n",
-             fanout_tables(data)]
+             fanout_tables(data), "\n### Many rooms\n\n", rooms_table(data)]
     if data["errors"]:
         parts.append("\nErrors during the run:\n\n" + "\n".join(f"- `{e}`" for e in data["errors"])
                      + "\n")
@@ -351,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     data = load(args.results)
     if args.experiments:
         text = machine_block(data) + "\n" + fanout_tables(data, args.ref or "roundtable")
+        if data["rooms"]:
+            text += "\n#### Many rooms\n\n" + rooms_table(data)
         if data["relay"]:
             text += "\n#### Relay overhead\n\n" + relay_table(data)
         args.results[0].with_suffix(".md").write_text(text)

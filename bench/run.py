@@ -1,7 +1,9 @@
-"""Roundtable benchmark suite: relay overhead, fan-out to C clients, connect+register, memory.
+"""Roundtable benchmark suite: relay overhead, fan-out to C clients, connect+register, memory,
+and many rooms in one process.
 
-    python bench/run.py            full: C = 10, 100, 500, 1000; 3 interleaved runs (~25 min)
-    python bench/run.py --quick    C = 10, 100; 1 run (~1-2 min)
+    python bench/run.py            full: C = 10, 100, 500, 1000 in one room, and 100 rooms of 10
+                                   with 10 answering at once; 3 interleaved runs (~35 min)
+    python bench/run.py --quick    C = 10, 100; 10 rooms of 10, 3 answering; 1 run (~2 min)
 
 Every figure is taken for Roundtable and for a bare python-socketio baseline
 (bench/baseline_server.py) in alternation, on the same machine state. Servers are pinned to core
@@ -58,9 +60,12 @@ LOADGEN_CLIENT = ["raw"]  # --client: raw (lean wire-protocol client) or sio (so
 # not use; "all": anywhere (only the server is pinned)
 CLIENT_CORES = [CLIENT_CORE]
 # --loadgens: at most this many load generator processes (250 clients each at most); connects in
-# flight: 200 in all. One process (the default since the third session) measured lower p99 for
-# every server than four on the same core: bench/results/loadgens-{1,4}.json
+# flight: 200 in all. One process (the default) measured lower p99 for every server than four on
+# the same core: bench/results/loadgens-{1,4}.json (docs/performance.md, "The load generator")
 LOADGENS = [1]
+# the first commit whose server has many rooms (`register` takes "room"); `rev:` servers older
+# than it skip the many-rooms case
+ROOMS_COMMIT = "38445b5"
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
          "juliet", "kilo", "lima", "mike", "november", "oscar", "papa")
 
@@ -122,6 +127,18 @@ def worktree(rev: str) -> Path:
     return path
 
 
+def supports_rooms(impl: str) -> bool:
+    """Whether the implementation has many rooms per process (`register` with "room")."""
+    name = impl.split("@", 1)[0]
+    if name == "roundtable" or name.startswith("exp:"):
+        return True
+    if name.startswith("rev:"):
+        ancestor = subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor",
+                                   ROOMS_COMMIT, name[4:]], capture_output=True)
+        return ancestor.returncode == 0
+    return False  # the baseline and the Node reference serve one room
+
+
 class Server:
     def __init__(self, procs: Procs, impl: str, upstream: str, log: Path) -> None:
         self.procs, self.impl, self.upstream, self.log = procs, impl, upstream, log
@@ -171,9 +188,11 @@ class Server:
 # the upstream script
 
 
-def script(n: int) -> list[str]:
-    """n chunks "#0000 word " whose markers let clients time and order-check every chunk."""
-    return [f"#{i:04d} {WORDS[i % len(WORDS)]} " for i in range(n)]
+def script(n: int, room: str | None = None) -> list[str]:
+    """n chunks "#0000 word " whose markers let clients time and order-check every chunk; with a
+    room, "#0000 @r17 word ", so a chunk that reaches another room's client is caught."""
+    tag = f"@{room} " if room else ""
+    return [f"#{i:04d} {tag}{WORDS[i % len(WORDS)]} " for i in range(n)]
 
 
 class Upstream:
@@ -195,15 +214,19 @@ class Upstream:
         if self.http is not None:
             await self.http.close()
 
-    async def enqueue(self, chunks: list[str], interval: float) -> None:
+    async def enqueue(self, chunks: list[str], interval: float, key: str | None = None) -> None:
+        """Queue one reply; with `key`, for the request whose question names "[bench:<key>]"."""
         assert self.http is not None
-        async with self.http.post(self.admin + "/_bench/script",
-                                  json={"chunks": chunks, "interval": interval}) as resp:
+        body: dict[str, Any] = {"chunks": chunks, "interval": interval}
+        if key:
+            body["key"] = key
+        async with self.http.post(self.admin + "/_bench/script", json=body) as resp:
             resp.raise_for_status()
 
-    async def last(self) -> dict[str, Any]:
+    async def last(self, key: str | None = None) -> dict[str, Any]:
         assert self.http is not None
-        async with self.http.get(self.admin + "/_bench/last") as resp:
+        params = {"key": key} if key else {}
+        async with self.http.get(self.admin + "/_bench/last", params=params) as resp:
             data: dict[str, Any] = await resp.json()
             return data
 
@@ -349,18 +372,21 @@ async def relay_session(procs: Procs, up: Upstream, impl: str, runs: int, log: P
 # fan-out session: C clients in P load-generator processes, one server
 
 
-async def start_loadgens(procs: Procs, url: str, clients: int, deflate: bool, log: Path
-                         ) -> list[LoadGen]:
+async def start_loadgens(procs: Procs, url: str, clients: int, deflate: bool, log: Path,
+                         rooms: int = 0) -> list[LoadGen]:
+    """Load generators for `clients` clients; with `rooms`, client g (over all processes) joins
+    room "r<g % rooms>", otherwise everyone joins the default room."""
     nproc = max(1, min(LOADGENS[0], math.ceil(clients / 250)))
     in_flight = str(max(1, 200 // nproc))
     sizes = [clients // nproc + (1 if i < clients % nproc else 0) for i in range(nproc)]
     gens = []
     for i, n in enumerate(sizes):
         node_flags = os.environ.get("BENCH_LOADGEN_NODE_FLAGS", "").split()  # e.g. --cpu-prof
+        where = ["--rooms", str(rooms), "--offset", str(sum(sizes[:i]))] if rooms else []
         cmd = pinned(["node", *node_flags, str(LOADGEN), "--url", url, "--count", str(n),
                       "--id", str(i),
                       "--deflate", "1" if deflate else "0", "--concurrency", in_flight,
-                      "--client", LOADGEN_CLIENT[0],
+                      "--client", LOADGEN_CLIENT[0], *where,
                       "--maxlife", "900"], CLIENT_CORES[0])
         proc = await procs.start(cmd, stdin=True, log=log)
         gens.append(LoadGen(proc, i))
@@ -371,19 +397,34 @@ async def start_loadgens(procs: Procs, url: str, clients: int, deflate: bool, lo
 async def one_turn(
     up: Upstream, srv: Server, gens: list[LoadGen], n: int, interval: float,
     timeout: float,  # noqa: ASYNC109 - the answer's time limit, passed on to the loadgens
+    rooms: list[str] | None = None,
 ) -> dict[str, Any]:
-    chunks = script(n)
-    text = "".join(chunks)
-    await up.enqueue(chunks, interval)
+    """One answer in the default room, or with `rooms` one answer in each of them at once (each
+    from its own script naming its room; every other room's clients expect nothing)."""
+    if rooms:
+        texts = {}
+        for room in rooms:
+            chunks = script(n, room)
+            texts[room] = "".join(chunks)
+            await up.enqueue(chunks, interval, key=room)
+        expect: dict[str, Any] = {"cmd": "expect", "texts": texts, "timeout": timeout}
+        ask: dict[str, Any] = {"cmd": "ask", "rooms": {
+            room: f"[bench:{room}] please answer in {n} chunks" for room in rooms}}
+    else:
+        chunks = script(n)
+        await up.enqueue(chunks, interval)
+        expect = {"cmd": "expect", "text": "".join(chunks), "timeout": timeout}
+        ask = {"cmd": "ask", "content": f"please answer in {n} chunks"}
     for g in gens:
-        g.send({"cmd": "expect", "text": text, "timeout": timeout})
+        g.send(expect)
     await asyncio.gather(*(g.wait("armed", 10) for g in gens))
     gen_ps = [psutil.Process(g.proc.pid) for g in gens]
     gen0 = sum(sum(p.cpu_times()[:2]) for p in gen_ps)
     cores0 = psutil.cpu_times(percpu=True)
     (u0, s0), t_a = srv.cpu_split(), time.monotonic()
     cpu0 = u0 + s0
-    gens[0].send({"cmd": "ask", "content": f"please answer in {n} chunks"})
+    for g in gens if rooms else gens[:1]:
+        g.send(ask)
     dones = await asyncio.gather(*(g.wait("done", timeout + 10) for g in gens))
     (u1, s1), t_b = srv.cpu_split(), time.monotonic()
     cpu1 = u1 + s1
@@ -397,19 +438,26 @@ async def one_turn(
         # time the hypervisor ran something else on this virtual CPU
         stolen = getattr(b, "steal", 0) - getattr(a, "steal", 0)
         steal.append(100 * stolen / total if total > 0 else math.nan)
-    last = await up.last()
-    sent_ms = [s * 1000 for s in last.get("sent", [])]
-    t0 = (last.get("t0") or 0) * 1000
+    lasts = {room: await up.last(room) for room in rooms} if rooms else {"": await up.last()}
+    schedules = {room: {"t0": (last.get("t0") or 0) * 1000,
+                        "sent": [s * 1000 for s in last.get("sent", [])]}
+                 for room, last in lasts.items()}
+    pace_err = [s - (sch["t0"] + i * interval * 1000)
+                for sch in schedules.values() for i, s in enumerate(sch["sent"])]
+    report: dict[str, Any] = {"cmd": "report", "interval": interval * 1000}
+    if rooms:
+        report["rooms"] = schedules
+    else:
+        report.update(schedules[""])
     for g in gens:
-        g.send({"cmd": "report", "t0": t0, "interval": interval * 1000, "sent": sent_ms})
+        g.send(report)
     reps = await asyncio.gather(*(g.wait("report", 60) for g in gens))
     bucket = reps[0]["bucket_ms"]
     hist = hist_merge([r["hist"] for r in reps])
     hist_wire = hist_merge([r["hist_wire"] for r in reps])
     clients = sum(r["clients"] for r in reps)
-    pace_err = [s - (t0 + i * interval * 1000) for i, s in enumerate(sent_ms)]
     first, spread = chunk_spread(reps, n)
-    return {
+    out = {
         "chunks": n, "interval_s": interval,
         "p50_ms": hist_pct(hist, 50, bucket), "p99_ms": hist_pct(hist, 99, bucket),
         "max_ms": hist_pct(hist, 100, bucket),
@@ -434,7 +482,7 @@ async def one_turn(
         # contention: load generators' CPU (% of one core) and how busy each core was overall
         "loadgen_cpu_pct": 100 * (gen1 - gen0) / max(t_b - t_a, 1e-9),
         "core_busy_pct": busy, "core_steal_pct": steal,
-        "upstream_done": last.get("done"),
+        "upstream_done": all(last.get("done") for last in lasts.values()),
         # per chunk: when its first client got it (the fan-out's start, as late as the
         # upstream and the server's loop made it) and how long until its last client did
         "chunk_first_p50_ms": pct(first, 50) if first else None,
@@ -445,6 +493,32 @@ async def one_turn(
         "chunk_last_head_ms": [round(a + b, 1) for a, b in zip(first, spread, strict=True)][:10],
         "chunk_last_worst": sorted((round(a + b, 1), i) for i, (a, b) in
                                    enumerate(zip(first, spread, strict=True)))[-10:],
+        # events of another room's answer at a client (0 unless rooms leak into each other)
+        "foreign": sum(r.get("foreign", 0) for r in reps),
+        "foreign_clients": sum(r.get("foreign_clients", 0) for r in reps),
+    }
+    if rooms:
+        out.update(room_ids(reps, rooms))
+        out["idle_clients"] = sum(r.get("idle_clients", 0) for r in reps)
+        out["rooms_answering"] = len(rooms)
+    return out
+
+
+def room_ids(reps: list[dict[str, Any]], rooms: list[str]) -> dict[str, int]:
+    """Which answer ids each room's clients saw: every answering room should have seen exactly
+    one, its own, and no id should show up in two rooms."""
+    seen: dict[str, set[str]] = {}
+    for r in reps:
+        for room, ids in r.get("answer_ids", {}).items():
+            seen.setdefault(room, set()).update(ids)
+    rooms_of: dict[str, set[str]] = {}
+    for room, ids in seen.items():
+        for answer in ids:
+            rooms_of.setdefault(answer, set()).add(room)
+    return {
+        "rooms_with_one_id": sum(1 for room in rooms if len(seen.get(room, ())) == 1),
+        "ids_in_several_rooms": sum(1 for where in rooms_of.values() if len(where) > 1),
+        "idle_rooms_with_ids": sum(1 for room in seen if room not in rooms),
     }
 
 
@@ -511,6 +585,77 @@ async def fanout_session(procs: Procs, up: Upstream, impl: str, clients: int, de
                 g.close()
                 await procs.stop(g.proc)
     return out
+
+
+def rooms_plan(rooms: int, answering: int) -> tuple[list[str], list[str]]:
+    """The rooms that answer in the measured turn, spread over all rooms, and a different set
+    for the warm-up turn."""
+    step = max(1, rooms // answering)
+    paced = [f"r{(k * step) % rooms}" for k in range(answering)]
+    warm = [f"r{(k * step + max(1, step // 2)) % rooms}" for k in range(answering)]
+    return paced, warm
+
+
+async def rooms_session(procs: Procs, up: Upstream, impl: str, rooms: int, per_room: int,
+                        answering: int, deflate: bool, n: int, interval: float,
+                        log: Path, profile: Path | None = None) -> dict[str, Any]:
+    """Many rooms in one server: `rooms` rooms of `per_room` people, `answering` of them
+    answering at once (paced), each client checking it gets its own room's answer and nothing
+    of any other room's."""
+    clients = rooms * per_room
+    out: dict[str, Any] = {"impl": impl, "rooms": rooms, "per_room": per_room,
+                           "answering": answering, "clients": clients, "deflate": deflate,
+                           "loadavg": os.getloadavg()}
+    paced, warm = rooms_plan(rooms, answering)
+    async with Server(procs, impl, up.base, log) as srv:
+        await asyncio.sleep(0.5)
+        out["rss_idle"] = srv.rss()
+        gens = await start_loadgens(procs, srv.url, clients, deflate, log, rooms=rooms)
+        try:
+            t_a = time.time()
+            for g in gens:
+                g.send({"cmd": "connect"})
+            conns = await asyncio.gather(*(g.wait("connected", 120) for g in gens))
+            out["connect_s"] = max(c["finished"] for c in conns) / 1000 - t_a
+            out["connected_ok"] = sum(c["ok"] for c in conns)
+            out["connect_errors"] = [e for c in conns for e in c["errors"]][:5]
+            await asyncio.sleep(1.0)
+            out["rss_connected"] = srv.rss()
+            out["rss_per_client_kb"] = (out["rss_connected"] - out["rss_idle"]) / clients / 1024
+            out["warmup"] = await one_turn(up, srv, gens, 20, 0.0, 30, rooms=warm)
+            prof = await start_profile(procs, srv, profile, n * interval) if profile else None
+            out["paced"] = await one_turn(up, srv, gens, n, interval, n * interval + 60,
+                                          rooms=paced)
+            if prof is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(prof.wait(), 30)
+            for g in gens:
+                g.send({"cmd": "status"})
+            stats = await asyncio.gather(*(g.wait("status", 10) for g in gens))
+            out["disconnects"] = sum(s["disconnects"] for s in stats)
+            out["disconnect_reasons"] = sorted({r for s in stats for r in s["disconnect_reasons"]})
+        finally:
+            for g in gens:
+                with contextlib.suppress(Exception):
+                    g.send({"cmd": "quit"})
+            await asyncio.sleep(0.3)
+            for g in gens:
+                g.close()
+                await procs.stop(g.proc)
+    return out
+
+
+def parse_rooms_case(text: str) -> tuple[int, int, int] | None:
+    """"100x10:10" -> 100 rooms of 10 people, 10 answering at once; "" or "none" -> None."""
+    if text in ("", "none"):
+        return None
+    shape, _, answering = text.partition(":")
+    rooms, _, per_room = shape.partition("x")
+    case = int(rooms), int(per_room), int(answering or 1)
+    if not (case[0] >= 1 and case[1] >= 1 and 1 <= case[2] <= case[0]):
+        raise SystemExit(f"--rooms-case {text!r}: need ROOMSxPEOPLE:ANSWERING, 1 <= ANSWERING "
+                         "<= ROOMS")
+    return case
 
 
 async def start_profile(procs: Procs, srv: Server, path: Path, seconds: float
@@ -592,6 +737,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="load generators and upstream on core 1 (default) or on any core")
     p.add_argument("--loadgens", type=int, default=1,
                    help="at most this many load generator processes (default 1)")
+    p.add_argument("--rooms-case", default=None,
+                   help="many rooms: ROOMSxPEOPLE:ANSWERING (default 100x10:10; quick 10x10:3); "
+                        "'none' to skip. Paced, deflate as the first --deflate value, for every "
+                        "implementation with rooms (roundtable, exp:, rev: from 38445b5 on)")
     p.add_argument("--chunks", type=int, default=500)
     p.add_argument("--interval", type=float, default=0.02, help="paced: seconds between deltas")
     p.add_argument("--modes", default="paced,unpaced")
@@ -599,7 +748,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-relay", action="store_true")
     p.add_argument("--no-fanout", action="store_true", help="relay overhead only")
     p.add_argument("--profile", action="store_true",
-                   help="py-spy the first implementation at the largest C (deflate on, paced)")
+                   help="py-spy the first implementation at the largest C (deflate on, paced) "
+                        "and in the many-rooms case (first run)")
     p.add_argument("--out", default=None, help="results JSON (default bench/results/<stamp>.json)")
     p.add_argument("--no-report", action="store_true", help="skip bench/report.py at the end")
     p.add_argument("--update-docs", action="store_true",
@@ -620,6 +770,9 @@ async def main_async(args: argparse.Namespace) -> Path:
     modes_all = {"paced": ("paced", args.chunks, args.interval),
                  "unpaced": ("unpaced", args.chunks, 0.0)}
     modes = [modes_all[m] for m in args.modes.split(",")]
+    rooms_case = parse_rooms_case(args.rooms_case if args.rooms_case is not None else
+                                  ("10x10:3" if args.quick else "100x10:10"))
+    rooms_impls = [i for i in impls if supports_rooms(i)] if rooms_case else []
     stamp = time.strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
@@ -631,8 +784,8 @@ async def main_async(args: argparse.Namespace) -> Path:
                    "loadgen_client": LOADGEN_CLIENT[0], "client_cores": CLIENT_CORES[0],
                    "loadgens": LOADGENS[0],
                    "chunks": args.chunks, "interval": args.interval, "modes": args.modes,
-                   "relay_runs": relay_runs},
-        "relay": [], "fanout": [], "errors": [],
+                   "relay_runs": relay_runs, "rooms_case": rooms_case},
+        "relay": [], "fanout": [], "rooms": [], "errors": [],
     }
 
     def save() -> None:
@@ -668,9 +821,7 @@ async def main_async(args: argparse.Namespace) -> Path:
                             profile = None
                             if (args.profile and impl == impls[0] and c == max(clients)
                                     and deflate and run == 0):
-                                safe = "".join(ch if ch.isalnum() or ch in "-_+" else "_"
-                                               for ch in impl)
-                                profile = RESULTS / f"{stamp}-profile-{safe}-{c}.txt"
+                                profile = RESULTS / f"{stamp}-profile-{safe_name(impl)}-{c}.txt"
                             try:
                                 r = await fanout_session(procs, up, impl, c, deflate, modes, log,
                                                          profile)
@@ -681,6 +832,24 @@ async def main_async(args: argparse.Namespace) -> Path:
                                 results["errors"].append(f"{tag}: {exc!r}")
                                 print(f"    FAILED: {exc!r}", flush=True)
                             save()
+                for impl in [i for i in order if i in rooms_impls]:
+                    assert rooms_case is not None
+                    nr, per, ans = rooms_case
+                    tag = f"[run {run + 1}/{runs}] {nr} rooms x {per}, {ans} answering {impl}"
+                    print(tag + " ...", flush=True)
+                    profile = None
+                    if args.profile and impl == impls[0] and run == 0:
+                        profile = RESULTS / f"{stamp}-profile-{safe_name(impl)}-rooms.txt"
+                    try:
+                        r = await rooms_session(procs, up, impl, nr, per, ans, deflates[0],
+                                                args.chunks, args.interval, log, profile)
+                        r["run"] = run
+                        results["rooms"].append(r)
+                        print("    " + summary_line(r, ["paced"]), flush=True)
+                    except Exception as exc:
+                        results["errors"].append(f"{tag}: {exc!r}")
+                        print(f"    FAILED: {exc!r}", flush=True)
+                    save()
     finally:
         await procs.stop_all()
         results["elapsed_s"] = time.monotonic() - started
@@ -689,6 +858,10 @@ async def main_async(args: argparse.Namespace) -> Path:
     shown = out_path.relative_to(ROOT) if out_path.is_relative_to(ROOT) else out_path
     print(f"results: {shown}  ({results['elapsed_s']:.0f} s)", flush=True)
     return out_path
+
+
+def safe_name(impl: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_+" else "_" for ch in impl)
 
 
 def summary_line(r: dict[str, Any], modes: list[str]) -> str:
@@ -701,6 +874,11 @@ def summary_line(r: dict[str, Any], modes: list[str]) -> str:
                          f"{t['cpu_pct']:.0f}%, pace {t['kept_pace']}/{t['clients']}, lost "
                          f"{t['lost_chunks']} mism {t['text_mismatch_clients']} reord "
                          f"{t['reordered']}")
+            if "rooms_answering" in t:
+                parts.append(f"foreign {t['foreign']} ({t['foreign_clients']} clients), ids in "
+                             f"several rooms {t['ids_in_several_rooms']}, rooms with their own "
+                             f"answer {t['rooms_with_one_id']}/{t['rooms_answering']}, "
+                             f"{t['cpu_us_per_delivery']:.1f} us/delivery")
     parts.append(f"disc {r.get('disconnects')}")
     return " | ".join(parts)
 

@@ -11,10 +11,15 @@ records when each chunk actually went out.
 
 Admin (loopback only):
   POST /_bench/script  {"chunks": ["#0000 a ", ...], "interval": 0.02}   queue one reply (FIFO)
+  POST /_bench/script  {..., "key": "r17"}   the reply for the next request whose last user
+                       message contains "[bench:r17]" (several rooms answering at once: each
+                       room's request gets its own script, whatever order they arrive in)
   GET  /_bench/last    {"t0": ..., "interval": ..., "sent": [...], "n": ...} of the last stream
+  GET  /_bench/last?key=r17   the same for the last stream served from r17's script
   GET  /_bench/health
 
-A request with no scripted reply answers "ok " in one chunk.
+Streams are independent: several requests in flight each keep their own schedule. A request
+with no scripted reply answers "ok " in one chunk.
 
 Run: python bench/upstream.py --port N   (prints `BENCH_UPSTREAM <base_url>` when listening)
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import signal
 import sys
 import time
@@ -31,6 +37,8 @@ from collections import deque
 from typing import Any
 
 from aiohttp import web
+
+KEY = re.compile(r"\[bench:([A-Za-z0-9_-]{1,40})\]")
 
 
 def _dumps(obj: Any) -> str:
@@ -40,7 +48,9 @@ def _dumps(obj: Any) -> str:
 class PacedUpstream:
     def __init__(self) -> None:
         self.queue: deque[dict[str, Any]] = deque()
+        self.keyed: dict[str, deque[dict[str, Any]]] = {}
         self.last: dict[str, Any] = {}
+        self.keyed_last: dict[str, dict[str, Any]] = {}
         self.count = 0
 
     def app(self) -> web.Application:
@@ -59,15 +69,34 @@ class PacedUpstream:
         chunks = data["chunks"]
         if not isinstance(chunks, list) or not all(isinstance(c, str) for c in chunks):
             return web.json_response({"error": "chunks must be a list of strings"}, status=400)
-        self.queue.append({"chunks": chunks, "interval": float(data.get("interval", 0.0))})
+        reply = {"chunks": chunks, "interval": float(data.get("interval", 0.0))}
+        key = data.get("key")
+        if key:
+            self.keyed.setdefault(str(key), deque()).append(reply)
+        else:
+            self.queue.append(reply)
         return web.json_response({"pending": len(self.queue)})
 
     async def get_last(self, request: web.Request) -> web.Response:
-        return web.json_response(self.last)
+        key = request.query.get("key")
+        return web.json_response(self.keyed_last.get(key, {}) if key else self.last)
+
+    def pick(self, body: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        """The scripted reply for this request: by the key in its last user message, else the
+        next one in FIFO order, else "ok "."""
+        users = [m for m in body.get("messages") or [] if m.get("role") == "user"]
+        content = users[-1].get("content") if users else None
+        found = KEY.search(content if isinstance(content, str) else json.dumps(content))
+        key = found.group(1) if found else None
+        if key is not None and self.keyed.get(key):
+            return key, self.keyed[key].popleft()
+        if self.queue:
+            return None, self.queue.popleft()
+        return None, {"chunks": ["ok "], "interval": 0.0}
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        reply = self.queue.popleft() if self.queue else {"chunks": ["ok "], "interval": 0.0}
+        key, reply = self.pick(body)
         chunks: list[str] = reply["chunks"]
         interval: float = reply["interval"]
         self.count += 1
@@ -97,8 +126,10 @@ class PacedUpstream:
         loop = asyncio.get_running_loop()
         sent: list[float] = []
         record: dict[str, Any] = {"n": len(chunks), "interval": interval, "sent": sent,
-                                  "t0": None, "done": False, "stream": self.count}
+                                  "t0": None, "done": False, "stream": self.count, "key": key}
         self.last = record
+        if key is not None:
+            self.keyed_last[key] = record
         start_mono = 0.0
         try:
             for i, piece in enumerate(chunks):

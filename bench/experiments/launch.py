@@ -21,6 +21,10 @@ Variants (combine with commas or "+"):
               connect handler (memory per client)
   notransform the chat provider passes `messages` through `extra_body`, skipping the openai SDK's
               per-message parameter transform (~0.3 ms per history message on this machine)
+              (the server has done this itself since; kept to re-measure)
+  nowindow    every delta sent as it arrives, whatever the room's size (no 16 ms merge window)
+  crossroom   a planted fault: every message-delta also reaches one connection of another room,
+              to check that the bench's many-rooms case reports cross-room deliveries
 
 See docs/performance.md for what each one measured.
 """
@@ -128,6 +132,23 @@ def make_fast_emitter(base: type) -> type:
     return FastEmitter
 
 
+# ----- crossroom -------------------------------------------------------------------------------
+
+def make_leaky_emitter(base: type) -> type:
+    class LeakyEmitter(base):  # type: ignore[misc, valid-type]
+        """Each room's message-delta also goes to the first connection of another room."""
+
+        async def emit(self, room: str, event: str, data: Any, skip: Collection[str] = (),
+                       hold: bool = False) -> None:
+            await super().emit(room, event, data, skip, hold)
+            if event == "message-delta":
+                other = next((sids for name, sids in self._rooms.items() if name != room), None)
+                if other:
+                    await self.deliver(event, data, [next(iter(other))])
+
+    return LeakyEmitter
+
+
 # ----- coalesce -------------------------------------------------------------------------------
 
 def make_coalescing_emitter(base: type, window: float) -> type:
@@ -192,7 +213,9 @@ def patch_notransform() -> None:
 
         async def fast_create(**kwargs: Any) -> Any:
             extra = dict(kwargs.pop("extra_body", None) or {})
-            extra["messages"] = kwargs.pop("messages")
+            messages = kwargs.pop("messages")
+            if messages:  # the server already sends `messages=[]` with the thread in extra_body
+                extra["messages"] = messages
             return await create(messages=[], extra_body=extra, **kwargs)
 
         client.chat.completions.create = fast_create
@@ -351,7 +374,7 @@ def apply(variants: list[str]) -> None:
     import server.transport.emitter as emitters
 
     known = {"nodeflate", "uvloop", "coalesce", "fastpath", "notransform", "probe", "slimenv",
-             "nowindow"}
+             "nowindow", "crossroom"}
     unknown = set(variants) - known
     if unknown:
         raise SystemExit(f"unknown variants: {', '.join(sorted(unknown))}")
@@ -362,6 +385,8 @@ def apply(variants: list[str]) -> None:
     if "coalesce" in variants:
         window = float(os.environ.get("BENCH_COALESCE_MS", "16")) / 1000
         emitter = make_coalescing_emitter(emitter, window)
+    if "crossroom" in variants:
+        emitter = make_leaky_emitter(emitter)
     app.SocketEmitter = emitter  # create_app looks the name up at call time
     if "notransform" in variants:
         patch_notransform()

@@ -3,21 +3,38 @@
 // driven by newline-delimited JSON commands on stdin; replies are JSON lines on stdout.
 //
 //   node loadgen.js --url http://127.0.0.1:PORT --count N --id K [--deflate 1|0] [--concurrency 50]
-//                   [--client sio|raw]
+//                   [--client sio|raw] [--rooms R --offset O]
 //
 // --client sio (default) uses the official socket.io-client; --client raw speaks the same wire
 // protocol (Engine.IO 4 + Socket.IO 5 over a `ws` websocket: open, connect, events, acks,
 // ping/pong) with none of the client library's machinery, so that at 1,000 clients on one core
 // the clients cost less than the server under test and latency measures the server.
 //
+// --rooms R (many rooms): the client with global index g = O + i registers into room "r<g % R>"
+// (`{"name": ..., "room": "r17"}`), so every room's people join interleaved with the others';
+// without it every client registers into the server's default room (no "room" key).
+//
 // Commands (stdin):
 //   {"cmd":"connect"}                    connect + register every client; replies {"event":"connected",...}
 //   {"cmd":"expect","text":"...","timeout":S}   arm every client for one answer whose joined deltas must
 //                                        equal `text`; replies {"event":"done",...} when every client has
 //                                        seen ai-end (or after S seconds)
+//   {"cmd":"expect","texts":{"r17":"...",...},"timeout":S}   many rooms: the clients of each listed
+//                                        room expect that room's text; every other client expects
+//                                        nothing at all
 //   {"cmd":"ask","content":"..."}        client 0 sends `message` (the turn trigger)
+//   {"cmd":"ask","rooms":{"r17":"...",...}}   the room's first client (global index 17) sends
+//                                        `message` in each listed room, if it is one of this process's
 //   {"cmd":"report","t0":ms,"interval":ms,"sent":[ms...]}   per-delta lateness for the last answer
+//   {"cmd":"report","interval":ms,"rooms":{"r17":{"t0":ms,"sent":[ms...]},...}}   the same, per room
 //   {"cmd":"quit"}                       disconnect everyone and exit
+//
+// Cross-room delivery is detected, not assumed: while armed, a client counts as `foreign` every
+// answer event (message-start, message-delta, ai-start, ai-end, message, message-list) that is not
+// its own room's: any of them at a client whose room is not answering, a delta or start whose id is
+// not the answer's its room announced, and a user message or finished answer that names another
+// room (every chunk of room r17's script carries "@r17", its question "[bench:r17]"). The answer
+// ids each room's clients saw are reported per room, so one id seen in two rooms shows too.
 //
 // Deltas carry sequence markers "#0000 " ... ; a client records when each marker first arrived,
 // so coalesced deltas (several chunks in one delta) are measured per chunk. All times are
@@ -31,7 +48,8 @@ const { performance } = require("perf_hooks");
 const readline = require("readline");
 
 function parseArgs(argv) {
-  const out = { url: "", count: 1, id: 0, deflate: 1, concurrency: 50, timeout: 20, client: "sio" };
+  const out = { url: "", count: 1, id: 0, deflate: 1, concurrency: 50, timeout: 20, client: "sio",
+    rooms: 0, offset: 0 };
   for (let i = 2; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, "");
     out[key] = argv[i + 1];
@@ -41,6 +59,8 @@ function parseArgs(argv) {
   out.deflate = Number(out.deflate);
   out.concurrency = Number(out.concurrency);
   out.timeout = Number(out.timeout);
+  out.rooms = Number(out.rooms);
+  out.offset = Number(out.offset);
   return out;
 }
 
@@ -49,6 +69,7 @@ const now = () => performance.timeOrigin + performance.now();
 const send = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const MARK = /#(\d{4}) /g;
 const BUCKET = 0.1; // ms per histogram bucket
+const ROOM_TAG = /@(r\d+) |\[bench:([A-Za-z0-9_-]+)\]/g; // a room named in a chunk or a question
 
 // The small part of socket.io-client's Socket interface this file uses (on, emit with an ack,
 // disconnect), over a bare websocket speaking Engine.IO 4 / Socket.IO 5 text packets.
@@ -129,6 +150,8 @@ class Client {
   constructor(index) {
     this.index = index;
     this.name = `lg${args.id}-${index}`;
+    this.global = args.offset + index;
+    this.room = args.rooms > 0 ? `r${this.global % args.rooms}` : null;
     this.socket = null;
     this.connected = false;
     this.registered = false;
@@ -136,8 +159,10 @@ class Client {
     this.reset(0);
   }
 
-  reset(nChunks) {
+  reset(nChunks, expected) {
+    this.expected = expected; // this client's room's answer; undefined: its room is not answering
     this.answerId = null;
+    this.foreign = 0;
     // the text so far is checked against the expected one as it arrives (keeping 500,000 delta
     // strings alive until the report made V8 pause for ~20 ms every few seconds at 1,000
     // clients): `matched` characters equal the expected text's start, `extra` arrived after
@@ -177,7 +202,9 @@ class Client {
       };
       socket.on("connect", () => {
         this.connected = true;
-        socket.emit("register", { user_id: this.name, name: this.name }, (ack) => {
+        const hello = { user_id: this.name, name: this.name };
+        if (this.room) hello.room = this.room;
+        socket.emit("register", hello, (ack) => {
           if (ack && ack.ok) {
             this.registered = true;
             finish(true);
@@ -193,11 +220,24 @@ class Client {
         finish(false, `disconnect: ${reason}`);
       });
       socket.on("message-start", (msg) => {
-        if (armed && this.answerId === null) this.answerId = msg.id;
+        if (!armed) return;
+        if (this.expected === undefined) this.foreign += 1;
+        else if (this.answerId === null) this.answerId = msg.id;
+        else if (msg.id !== this.answerId) this.foreign += 1;
       });
       socket.on("message-delta", (d) => this.onDelta(d));
+      socket.on("ai-start", () => {
+        if (armed && this.expected === undefined) this.foreign += 1;
+      });
+      socket.on("message", (msg) => this.checkNamed(msg));
+      socket.on("message-list", (list) => this.checkNamed(list));
       socket.on("ai-end", () => {
-        if (!armed || this.ended) return;
+        if (!armed) return;
+        if (this.expected === undefined) {
+          this.foreign += 1;
+          return;
+        }
+        if (this.ended) return;
         this.ended = true;
         this.endAt = now();
         pendingEnds -= 1;
@@ -206,7 +246,27 @@ class Client {
     });
   }
 
+  // A user message or a finished answer of this turn: foreign if its client's room is idle or it
+  // names another room (many-rooms runs only: one-room scripts name no room).
+  checkNamed(payload) {
+    if (!armed || !this.room) return;
+    if (this.expected === undefined) {
+      this.foreign += 1;
+      return;
+    }
+    const text = JSON.stringify(payload);
+    ROOM_TAG.lastIndex = 0;
+    let m;
+    while ((m = ROOM_TAG.exec(text)) !== null) {
+      if ((m[1] || m[2]) !== this.room) {
+        this.foreign += 1;
+        return;
+      }
+    }
+  }
+
   check(delta) {
+    const expected = this.expected;
     if (this.diverged) {
       this.extra += delta.length;
     } else if (expected.startsWith(delta, this.matched)) {
@@ -224,8 +284,15 @@ class Client {
   onDelta(d) {
     if (!armed) return;
     const t = now();
+    if (this.expected === undefined) {
+      this.foreign += 1;
+      return;
+    }
     if (this.answerId === null) this.answerId = d.id;
-    if (d.id !== this.answerId) return;
+    if (d.id !== this.answerId) {
+      this.foreign += 1;
+      return;
+    }
     if (!this.firstDeltaAt) this.firstDeltaAt = t;
     this.deltas += 1;
     this.check(d.delta);
@@ -250,7 +317,6 @@ class Client {
 const clients = [];
 for (let i = 0; i < args.count; i++) clients.push(new Client(i));
 let armed = false;
-let expected = "";
 let nChunks = 0;
 let pendingEnds = 0;
 let expectTimer = null;
@@ -280,11 +346,16 @@ async function connectAll() {
 }
 
 function expect(cmd) {
-  expected = cmd.text;
-  const marks = expected.match(/#\d{4} /g) || [];
-  nChunks = marks.length;
-  for (const c of clients) c.reset(nChunks);
-  pendingEnds = clients.filter((c) => c.registered && c.connected).length;
+  const texts = cmd.texts || null;
+  const sample = texts ? Object.values(texts)[0] || "" : cmd.text;
+  const marks = sample.match(/#\d{4} /g) || [];
+  nChunks = marks.length; // every room's script has as many chunks
+  for (const c of clients) {
+    const text = texts ? texts[c.room] : cmd.text;
+    c.reset(text === undefined ? 0 : nChunks, text);
+  }
+  pendingEnds = clients.filter((c) => c.expected !== undefined && c.registered
+                               && c.connected).length;
   armed = true;
   send({ event: "armed", id: args.id, clients: pendingEnds, chunks: nChunks });
   if (pendingEnds === 0) {
@@ -322,13 +393,28 @@ function report(cmd) {
   let notEnded = 0;
   let deltas = 0;
   let lastLateMax = 0;
-  const lastDue = cmd.t0 + (nChunks - 1) * cmd.interval;
+  let foreign = 0;
+  let foreignClients = 0;
+  let answering = 0;
+  const answerIds = {}; // room -> the answer ids its clients saw
   const perClientLastLate = [];
   // per chunk, over this process's clients: the earliest and the latest arrival (lateness, ms);
   // tells a chunk that reached everybody late (a stall before the fan-out) from a wide fan-out
   const chunkFirst = new Array(nChunks).fill(Infinity);
   const chunkLast = new Array(nChunks).fill(-Infinity);
   for (const c of clients) {
+    foreign += c.foreign;
+    if (c.foreign) foreignClients += 1;
+    if (c.answerId !== null) {
+      const ids = answerIds[c.room || ""] || (answerIds[c.room || ""] = []);
+      if (!ids.includes(c.answerId)) ids.push(c.answerId);
+    }
+    if (c.expected === undefined) continue; // its room was not answering
+    const sched = cmd.rooms ? cmd.rooms[c.room] : cmd;
+    if (!sched) continue;
+    const expected = c.expected;
+    const lastDue = sched.t0 + (nChunks - 1) * cmd.interval;
+    answering += 1;
     if (!c.ended) notEnded += 1;
     deltas += c.deltas;
     reordered += c.reordered;
@@ -347,13 +433,13 @@ function report(cmd) {
         seenAll = false;
         continue;
       }
-      const due = cmd.t0 + i * cmd.interval;
+      const due = sched.t0 + i * cmd.interval;
       const late = t - due;
       if (late < minLate) minLate = late;
       if (late < chunkFirst[i]) chunkFirst[i] = late;
       if (late > chunkLast[i]) chunkLast[i] = late;
       add(hist, late);
-      if (cmd.sent && cmd.sent.length === nChunks) add(histWire, t - cmd.sent[i]);
+      if (sched.sent && sched.sent.length === nChunks) add(histWire, t - sched.sent[i]);
     }
     const last = nChunks ? c.recv[nChunks - 1] : 0;
     if (seenAll && last) {
@@ -364,7 +450,9 @@ function report(cmd) {
     }
   }
   send({
-    event: "report", id: args.id, clients: clients.length, chunks: nChunks, bucket_ms: BUCKET,
+    event: "report", id: args.id, clients: answering, idle_clients: clients.length - answering,
+    chunks: nChunks, bucket_ms: BUCKET, foreign, foreign_clients: foreignClients,
+    answer_ids: answerIds,
     hist, hist_wire: histWire, min_late_ms: minLate === Infinity ? null : minLate,
     chunk_first: chunkFirst.map((v) => (Number.isFinite(v) ? Math.round(v * 10) / 10 : null)),
     chunk_last: chunkLast.map((v) => (Number.isFinite(v) ? Math.round(v * 10) / 10 : null)),
@@ -375,6 +463,15 @@ function report(cmd) {
     disconnect_reasons: [...new Set(clients.flatMap((c) => c.disconnects.map((d) => d.reason)))],
     connected_now: clients.filter((c) => c.connected).length,
   });
+}
+
+function askRooms(rooms) {
+  // room rK's first client has global index K (clients are dealt to rooms in turn)
+  for (const [room, content] of Object.entries(rooms)) {
+    const c = clients[Number(room.slice(1)) - args.offset];
+    if (!c || c.room !== room) continue; // another process has it
+    c.socket.emit("message", { content }, (ack) => send({ event: "asked", id: args.id, room, ack }));
+  }
 }
 
 function status() {
@@ -406,6 +503,10 @@ rl.on("line", (line) => {
     case "connect": connectAll(); break;
     case "expect": expect(cmd); break;
     case "ask":
+      if (cmd.rooms) {
+        askRooms(cmd.rooms);
+        break;
+      }
       clients[0].socket.emit("message", { content: cmd.content || "go" }, (ack) =>
         send({ event: "asked", id: args.id, ack }));
       break;

@@ -79,7 +79,7 @@ class DirectSocket(AsyncSocket):  # type: ignore[misc]
 
     engine.io's socket instead keeps, per connection, a packet queue (four deques), a writer
     task, a task per frame read and a task per ping: about 8 KB per connection and a hop
-    through the queue per packet (docs/performance.md, "What changed in the third session").
+    through the queue per packet (docs/performance.md, "The fan-out").
     What the client sees on the wire is the same Engine.IO 4 protocol.
 
     Until its websocket opens (and if the request that asked for it turns out not to be a
