@@ -6,6 +6,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import RunningServer, StartServer
@@ -87,3 +88,12 @@ async def test_metrics_token_is_required_when_set(start_server: StartServer):
 async def test_readyz_says_ready_when_the_provider_is_open(server: RunningServer):
     async with aiohttp.ClientSession() as http, http.get(f"{server.url}/readyz") as resp:
         assert resp.status == 200 and await resp.json() == {"status": "ready"}
+
+
+async def test_refused_connections_are_counted(start_server: StartServer):
+    server = await start_server(room_password="sesame")
+    intruder = Peer(server.url, "Intruder")
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await intruder.connect()
+    _, text = await scrape(server)
+    assert value(samples(text), "roundtable_refused_requests_total", code="unauthorized") == 1

@@ -121,6 +121,7 @@ class RoomHandlers:
             _token_of(auth).encode(), self._password.encode()
         ):
             logger.info("refused connection %s: wrong or missing server password", sid)
+            self._refused.labels(code="unauthorized").inc()
             raise socketio.exceptions.ConnectionRefusedError(
                 "unauthorized: this server needs a password (Socket.IO auth {token})"
             )
@@ -129,6 +130,7 @@ class RoomHandlers:
                 self._signed_in[sid] = self._signin.name_of_environ(environ)
             except SignInRefused as exc:
                 logger.info("refused connection %s: %s", sid, exc.reason)
+                self._refused.labels(code="unauthorized").inc()
                 raise socketio.exceptions.ConnectionRefusedError(exc.reason) from None
 
     async def disconnect(self, sid: str, *reason: Any) -> None:
