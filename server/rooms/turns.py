@@ -209,10 +209,12 @@ class TurnEngine:
                 self._task = None
 
     def _more_notes(self) -> list[Note]:
-        notes = []
-        while self._queued and isinstance(self._queued[0], Note):
-            notes.append(self._queued.popleft())
-        return notes  # type: ignore[return-value]
+        """The notes waiting right behind one: they enter the thread together."""
+        notes: list[Note] = []
+        while self._queued and isinstance(head := self._queued[0], Note):
+            notes.append(head)
+            self._queued.popleft()
+        return notes
 
     async def _note(self, notes: list[Note]) -> None:
         """Messages enter the thread without a run (and the transcript, whatever happens)."""
