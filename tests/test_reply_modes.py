@@ -152,6 +152,9 @@ async def test_switching_the_reply_mode(start_server: StartServer, upstream: Fak
     for bad in ({"reply": "sometimes"}, {"reply": None}, {}, "mention"):
         refused = await bob.call("room-settings", bad)
         assert refused["code"] == "invalid_payload"
+    impostor = Peer(server.url, "AI")
+    await impostor.connect()
+    assert (await impostor.call("register", {"name": "AI"}))["code"] == "name_taken"
     outsider = Peer(server.url, "Outsider")
     await outsider.connect()
     assert (await outsider.call("room-settings", {"reply": "auto"}))["code"] == "not_registered"
@@ -159,7 +162,7 @@ async def test_switching_the_reply_mode(start_server: StartServer, upstream: Fak
     await newcomer.join()
     assert newcomer.of("welcome")[0]["room"]["reply"] == "mention"
     assert upstream.model_requests() == []
-    await close([alice, bob, outsider, newcomer])
+    await close([alice, bob, impostor, outsider, newcomer])
 
 
 async def test_a_configured_rooms_mode_is_locked(start_server: StartServer, tmp_path: Path):

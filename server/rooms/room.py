@@ -88,7 +88,8 @@ class Room:
         self._emitter = emitter
         self._clock = clock or (lambda: datetime.now().astimezone())
         most = self.config.max_participants or self.limits.max_participants
-        roster = Roster(self.limits.max_name_length, most, (profile.name,))
+        # the assistant's name and @handle are nobody's nickname (a mention must be unambiguous)
+        roster = Roster(self.limits.max_name_length, most, (profile.name, handle))
         self._members = Membership(self.name, roster, emitter)
         self._thread = RoomThread(provider)
         self._transcript = Transcript(self._thread)
