@@ -450,7 +450,7 @@ JSON_VALUES = st.recursive(
 SURROGATES = st.sampled_from(["\ud800", "\udfff", "a\udc80b"])
 NAMES = st.one_of(
     st.text(max_size=40), HUGE, SURROGATES, JSON_VALUES,
-    st.sampled_from(["Watcher", "watcher", " WATCHER ", "\tbad", "ok\u200b", "system"]),
+    st.sampled_from(["Watcher", "watcher", " WATCHER ", "\tbad", "ok\u200b", "system", "Ai"]),
 )
 EXTRAS = st.dictionaries(st.sampled_from(["user_id", "role", "id", "created_at", "x", "name"]),
                          JSON_VALUES, max_size=4)
@@ -490,8 +490,9 @@ def expected_register(payload: Any) -> str:
         for c in name
     ):
         return "invalid_name"
-    # Look-alikes are the same nickname; "system" and the assistant's name are reserved.
-    if unicodedata.normalize("NFKC", name).casefold() in ("watcher", "system", "roundtable ai"):
+    # Look-alikes are the same nickname; "system", the assistant's name and handle are reserved.
+    reserved = ("watcher", "system", "roundtable ai", "ai")
+    if unicodedata.normalize("NFKC", name).casefold() in reserved:
         return "name_taken"
     return "ok"
 
