@@ -237,6 +237,9 @@ max_participants = 1
     wrong = await ann.call("register", {"name": "Ann", "room": "board", "password": "guess"})
     assert missing["code"] == wrong["code"] == "wrong_password"
     assert "needs a password" in missing["message"] and "Wrong password" in wrong["message"]
+    for bad in ("\ud800", 17, ["s3cret"]):  # not text: refused like a wrong one, no crash
+        odd = await ann.call("register", {"name": "Ann", "room": "board", "password": bad})
+        assert odd["code"] == "wrong_password"
     ok = await ann.call("register", {"name": "Ann", "room": "board", "password": "s3cret"})
     assert ok["ok"] and ok["room"] == {"name": "board", "listed": False, "password": True,
                                        "reply": "always", "reply_locked": False}

@@ -150,5 +150,5 @@ def _check_password(config: RoomConfig, given: object) -> None:
         return
     if not isinstance(given, str) or not given:
         raise RoomError("wrong_password", f"The room {config.name!r} needs a password.")
-    if not hmac.compare_digest(given.encode(), config.password.encode()):
+    if not hmac.compare_digest(given.encode(errors="surrogatepass"), config.password.encode()):
         raise RoomError("wrong_password", f"Wrong password for the room {config.name!r}.")

@@ -118,7 +118,7 @@ class RoomHandlers:
 
     def _admit(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         if self._password and not hmac.compare_digest(
-            _token_of(auth).encode(), self._password.encode()
+            _token_of(auth).encode(errors="surrogatepass"), self._password.encode()
         ):
             logger.info("refused connection %s: wrong or missing server password", sid)
             self._refused.labels(code="unauthorized").inc()
