@@ -171,7 +171,7 @@ class ResponsesProvider:
         kwargs: dict[str, Any] = {
             "model": self._settings.model,
             "conversation": thread_id,
-            "instructions": request.instructions,
+            "instructions": request.full_instructions,
             "input": input_items,
             "stream": True,
         }

@@ -52,14 +52,18 @@ class RoomLimits:
                           self.max_tool_rounds)
 
 
-def run_instructions(base: str, nickname: str, today: datetime) -> str:
-    """Per-run instructions: the base, the room note, who to address, and today's date."""
+def turn_note(nickname: str, today: datetime, extra: str = "") -> str:
+    """A run's own instructions: who to address, today's date, and the reply mode's note."""
     date = today.strftime("%A, %d %B %Y")
     clock = today.strftime("%H:%M %Z").strip()
-    return (
-        f"{base}\n\n{ROOM_NOTE}\nPlease address the user as {nickname}.\n"
-        f"Today is {date} ({today.date().isoformat()}, {clock})."
-    )
+    note = (f"Please address the user as {nickname}.\n"
+            f"Today is {date} ({today.date().isoformat()}, {clock}).")
+    return f"{note}\n{extra}" if extra else note
+
+
+def run_instructions(base: str, nickname: str, today: datetime) -> str:
+    """Per-run instructions as one text: the base, the room note, then the turn's note."""
+    return f"{base}\n\n{ROOM_NOTE}\n{turn_note(nickname, today)}"
 
 
 class Room:
@@ -294,11 +298,11 @@ class Room:
         finally:
             self._preparing = False
 
-    def _instructions(self, turn: Turn) -> str:
+    def _instructions(self, turn: Turn) -> tuple[str, str]:
+        """The run's steady instructions (the same every turn) and its own note."""
         nickname = turn.message.name
-        base = self.profile.instructions
+        steady = self.profile.instructions
         if self.config.instructions:
-            base = f"{base}\n\n{self.config.instructions}"
-        text = run_instructions(base, nickname, self._clock())
-        note = reply_note(self.reply, turn.mentioned, nickname)
-        return f"{text}\n{note}" if note else text
+            steady = f"{steady}\n\n{self.config.instructions}"
+        mode = reply_note(self.reply, turn.mentioned, nickname)
+        return f"{steady}\n\n{ROOM_NOTE}", turn_note(nickname, self._clock(), mode)
