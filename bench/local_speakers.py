@@ -13,23 +13,25 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+import aiohttp
 import socketio
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def wait_healthy(url: str) -> None:
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url + "/readyz", timeout=1)
-            return
-        except OSError:
+async def wait_ready(url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            try:
+                async with http.get(url + "/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
             await asyncio.sleep(0.2)
     raise SystemExit("the server did not become ready")
 
@@ -62,18 +64,18 @@ async def turns(url: str, count: int = 10) -> list[float]:
 async def main(tree: Path, port: int) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLM_"))}
     env.update(PYTHONPATH=str(tree), SERVER_PORT=str(port), SERVER_HOST="127.0.0.1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "--env-file", os.devnull], cwd=tree, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", "--env-file", os.devnull, cwd=tree, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        await wait_healthy(url)
+        await wait_ready(url)
         times = await turns(url)
         print(f"{tree}: first delta per turn (s):", " ".join(f"{t:.2f}" for t in times))
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        await asyncio.wait_for(proc.wait(), 30)
 
 
 if __name__ == "__main__":
