@@ -343,25 +343,3 @@ async def test_message_ack_carries_the_servers_id_and_time(peers: Peers):
     assert ack["queued"] in (0, 1)
     again = await alice.call("message", {"content": "hello again", "id": "client-id-1"})
     assert again["id"] != "client-id-1"  # an id already used is replaced
-
-
-@pytest.mark.parametrize("llm_api", ["chat"])
-async def test_chat_requests_keep_the_same_prefix_whoever_asks(
-    peers: Peers, upstream: FakeUpstream, server: RunningServer, llm_api: str
-):
-    """A server's prompt cache reuses the start of the prompt: the system message and the
-    history stay byte for byte the same from one person's turn to another's; only the new
-    question carries the turn's note (who to address, the date)."""
-    alice, bob = await room_of(peers, "Alice", "Bob")
-    await alice.say("first question")
-    await settled(bob)
-    await bob.say("second question")
-    await settled(bob, 2)
-    first, second = (r.json["messages"] for r in upstream.model_requests())
-    assert first[0] == second[0] and "address the user" not in first[0]["content"]
-    assert first[1]["content"].startswith("[Alice] first question\n\n(Note to the assistant: ")
-    assert "Please address the user as Alice." in first[1]["content"]
-    assert second[1:3] == [{"role": "user", "content": "[Alice] first question"},
-                           {"role": "assistant", "content": "Echo: [Alice] first question"}]
-    assert "Please address the user as Bob." in second[3]["content"]
-    assert thread_texts(upstream, server)[2] == "[Bob] second question"  # kept without the note

@@ -46,14 +46,11 @@ def thread_texts(
 
 
 def instructions_of(body: dict[str, Any]) -> str:
-    """The per-run instructions in a model request of any of the three APIs (Chat Completions:
-    the system message, then the turn's note that rides on the question)."""
+    """The per-run instructions in a model request of any of the three APIs."""
     if "messages" in body:
         system = body["messages"][0]
         assert system["role"] == "system"
-        questions = [m for m in body["messages"] if m["role"] == "user"]
-        note = str(questions[-1]["content"]).partition("(Note to the assistant: ")[2]
-        return f"{system['content']}\n{note}"
+        return str(system["content"])
     return str(body["instructions"])
 
 

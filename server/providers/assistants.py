@@ -174,7 +174,7 @@ class AssistantsProvider:
             try:
                 await self._add(thread_id, request.message)
                 kwargs: dict[str, Any] = {"assistant_id": self._assistant_id,
-                                          "instructions": request.full_instructions, "stream": True}
+                                          "instructions": request.instructions, "stream": True}
                 if request.tools:
                     kwargs["tools"] = chat_tools(request.tools)
                 stream = await threads.runs.create(thread_id, **kwargs)

@@ -64,11 +64,7 @@ async def _no_tools(calls: Sequence[ToolCall]) -> list[ToolResult]:
 
 @dataclass(frozen=True)
 class RunRequest:
-    """Everything one turn needs: the new user message, instructions and tools.
-
-    `instructions` stay the same from turn to turn (so a server's prompt cache can keep the
-    start of the prompt); `turn_note` is this turn's own part (who to address, today's date).
-    """
+    """Everything one turn needs: the new user message, per-run instructions and tools."""
 
     message: Message
     instructions: str
@@ -76,12 +72,6 @@ class RunRequest:
     call_tools: CallTools = field(default=_no_tools)
     answer_id: str = ""  # the room's id for the answer, for providers that can label it
     answer_created_at: int = 0
-    turn_note: str = ""
-
-    @property
-    def full_instructions(self) -> str:
-        """Both parts as one text, for APIs that take the instructions per run."""
-        return f"{self.instructions}\n{self.turn_note}" if self.turn_note else self.instructions
 
 
 @dataclass(frozen=True)

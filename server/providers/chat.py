@@ -134,12 +134,6 @@ class ChatProvider:
             question = {"role": "user", "content": attributed_text(request.message)}
             await self._store.append(thread_id, MESSAGES, [question])
             thread = await self._messages(thread_id)
-            if request.turn_note:
-                # The turn's own note rides on its question in this request only: the system
-                # message and the history before it stay the same from turn to turn, so a
-                # server's prompt cache reuses them whoever asks (the kept thread has no note).
-                thread[-1] = {**question, "content": f"{question['content']}\n\n"
-                              f"(Note to the assistant: {request.turn_note})"}
             turn: list[ChatMessage] = []
             part = _Assembler()
             try:

@@ -171,7 +171,7 @@ class ResponsesProvider:
         kwargs: dict[str, Any] = {
             "model": self._settings.model,
             "conversation": thread_id,
-            "instructions": request.full_instructions,
+            "instructions": request.instructions,
             "input": input_items,
             "stream": True,
         }

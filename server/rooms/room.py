@@ -52,18 +52,14 @@ class RoomLimits:
                           self.max_tool_rounds)
 
 
-def turn_note(nickname: str, today: datetime, extra: str = "") -> str:
-    """A run's own instructions: who to address, today's date, and the reply mode's note."""
+def run_instructions(base: str, nickname: str, today: datetime) -> str:
+    """Per-run instructions: the base, the room note, who to address, and today's date."""
     date = today.strftime("%A, %d %B %Y")
     clock = today.strftime("%H:%M %Z").strip()
-    note = (f"Please address the user as {nickname}.\n"
-            f"Today is {date} ({today.date().isoformat()}, {clock}).")
-    return f"{note}\n{extra}" if extra else note
-
-
-def run_instructions(base: str, nickname: str, today: datetime) -> str:
-    """Per-run instructions as one text: the base, the room note, then the turn's note."""
-    return f"{base}\n\n{ROOM_NOTE}\n{turn_note(nickname, today)}"
+    return (
+        f"{base}\n\n{ROOM_NOTE}\nPlease address the user as {nickname}.\n"
+        f"Today is {date} ({today.date().isoformat()}, {clock})."
+    )
 
 
 class Room:
@@ -298,11 +294,11 @@ class Room:
         finally:
             self._preparing = False
 
-    def _instructions(self, turn: Turn) -> tuple[str, str]:
-        """The run's steady instructions (the same every turn) and its own note."""
+    def _instructions(self, turn: Turn) -> str:
         nickname = turn.message.name
-        steady = self.profile.instructions
+        base = self.profile.instructions
         if self.config.instructions:
-            steady = f"{steady}\n\n{self.config.instructions}"
-        mode = reply_note(self.reply, turn.mentioned, nickname)
-        return f"{steady}\n\n{ROOM_NOTE}", turn_note(nickname, self._clock(), mode)
+            base = f"{base}\n\n{self.config.instructions}"
+        text = run_instructions(base, nickname, self._clock())
+        note = reply_note(self.reply, turn.mentioned, nickname)
+        return f"{text}\n{note}" if note else text

@@ -96,7 +96,7 @@ class TurnEngine:
         transcript: Transcript,
         emit: RoomEmit,
         assistant_name: str,
-        instructions: Callable[[Turn], tuple[str, str]],
+        instructions: Callable[[Turn], str],
         audience: Callable[[], int],
         tools: ToolRegistry,
         view: RoomView,
@@ -297,10 +297,9 @@ class TurnEngine:
             deadline.reschedule(loop.time() + idle)
             return list(results)
 
-        steady, note = self._instructions(turn)
         request = RunRequest(
-            turn.message, steady, self._tools.specs(), call_tools, answer_id=answer.id,
-            answer_created_at=answer.created_at, turn_note=note,
+            turn.message, self._instructions(turn), self._tools.specs(),
+            call_tools, answer_id=answer.id, answer_created_at=answer.created_at,
         )
         try:
             async with asyncio.timeout(idle) as deadline:

@@ -136,9 +136,7 @@ class ChatAPI:
         user_text = next(
             (text_of(m.get("content")) for m in reversed(messages) if m["role"] == "user"), ""
         )
-        # The default echo repeats what the person said: not the turn's note that Roundtable's
-        # chat back end adds to the question (server/providers/chat.py).
-        reply = fake.pop_reply(user_text.partition("\n\n(Note to the assistant: ")[0])
+        reply = fake.pop_reply(user_text)
         if isinstance(reply, HTTPError):
             return http_error_response(reply)
         for message in messages:
