@@ -14,14 +14,16 @@ WEB_SRC := $(WEB)/package.json $(wildcard $(WEB)/package-lock.json) $(WEB)/index
            $(wildcard $(WEB)/vite.config.js) $(shell find $(WEB)/src -type f 2>/dev/null)
 CHROMIUM := /usr/bin/chromium
 NGINX    := /usr/sbin/nginx
+REDIS    := /usr/bin/redis-server
 
 .PHONY: run test lint typecheck pytest setup setup-dev clean client browser-deps nginx-deps
+.PHONY: redis-deps
 .PHONY: local-deps local-if-needed local-test-deps
 
 run: setup client local-if-needed
 	$(PY) -m server
 
-test: setup-dev client browser-deps nginx-deps local-test-deps lint typecheck pytest
+test: setup-dev client browser-deps nginx-deps redis-deps local-test-deps lint typecheck pytest
 
 $(VENV)/bin/pip:
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +47,7 @@ lint: setup-dev
 typecheck: setup-dev
 	$(VENV)/bin/mypy
 
-pytest: setup-dev client browser-deps nginx-deps local-test-deps
+pytest: setup-dev client browser-deps nginx-deps redis-deps local-test-deps
 	$(VENV)/bin/pytest $(LOCAL_PYTEST_ARGS) $(PYTEST_ARGS)
 
 # The web client (npm + Vite) in client/web/dist, which the server serves at `/`.
@@ -70,6 +72,15 @@ nginx-deps:
 	@if [ ! -x $(NGINX) ]; then \
 		if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update && $$SUDO apt-get install -y nginx; \
+	fi
+
+# Debian's redis-server for the cluster tests (tests/test_cluster*.py), installed only when
+# missing. Each test runs its own redis-server on a free loopback port; the package may also start
+# the system service on :6379 (not where a container's policy-rc.d forbids it), which no test uses.
+redis-deps:
+	@if [ ! -x $(REDIS) ]; then \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update && $$SUDO apt-get install -y redis-server; \
 	fi
 
 # ---- Local model ---------------------------------------------------------------------------

@@ -12,13 +12,23 @@ from typing import Any
 import socketio
 from aiohttp import web
 
+from .cluster import ClusterNode, ClusterRoom, RedisThreadStore
 from .config import Settings
 from .lifecycle import Service
 from .local import LocalModelServer
 from .metrics import Metrics
 from .providers import OpenAISettings, Provider, create_provider
 from .providers.base import AssistantProfile
-from .rooms import RegistryPolicy, Room, RoomConfig, RoomLimits, RoomRegistry, load_rooms_file
+from .providers.errors import ProviderError
+from .rooms import (
+    OpenRoom,
+    RegistryPolicy,
+    Room,
+    RoomConfig,
+    RoomLimits,
+    RoomRegistry,
+    load_rooms_file,
+)
 from .tools import ToolRegistry, load_registry
 from .transport.emitter import SocketEmitter
 from .transport.engine import NAMESPACE, RoomServer
@@ -46,6 +56,7 @@ PROVIDER_KEY = web.AppKey("provider", Provider)
 LOCAL_MODEL_KEY = web.AppKey("local_model", LocalModelServer)
 HANDLERS_KEY = web.AppKey("handlers", RoomHandlers)
 EMITTER_KEY = web.AppKey("emitter", SocketEmitter)
+NODE_KEY = web.AppKey("cluster_node", ClusterNode)
 
 
 def provider_settings(settings: Settings) -> OpenAISettings:
@@ -150,36 +161,68 @@ def _service_context(
     async def context(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
         local = None
+        node = _cluster_node(app, settings, emitter)
+        store = None if node is None else RedisThreadStore(node.redis)
         opened = replace(provider_settings(settings), on_retry=metrics.provider_retries.inc)
         if injected is None and settings.llm_api == "local":  # the owned llama.cpp child
             local = app[LOCAL_MODEL_KEY] = LocalModelServer.from_settings(settings)
             await local.start()
-            provider = create_provider("chat", local.provider_settings(opened))
+            provider = create_provider("chat", local.provider_settings(opened), store)
         else:
-            provider = injected or create_provider(settings.llm_api, opened)
+            provider = injected or create_provider(settings.llm_api, opened, store)
         limits = room_limits(settings)
 
         def make_registry(profile: AssistantProfile) -> RoomRegistry:
             if local is not None:  # what the room tells people they are talking to
                 profile = replace(profile, model=local.description, demo=local.bundled)
 
-            def make_room(config: RoomConfig) -> Room:
+            def make_room(config: RoomConfig) -> OpenRoom:
+                if node is not None:
+                    return ClusterRoom(node, provider, profile, limits, tools, config,
+                                       settings.reply_mode, settings.assistant_handle, metrics)
                 return Room(provider, profile, emitter, limits, tools=tools, config=config,
                             reply=settings.reply_mode, handle=settings.assistant_handle,
                             metrics=metrics)
 
             return RoomRegistry(make_room, policy)
 
-        service = app[SERVICE_KEY] = Service(provider, make_registry)
+        store_ok = None if node is None else (lambda: node.healthy)
+        service = app[SERVICE_KEY] = Service(provider, make_registry, store_ok)
         app[PROVIDER_KEY] = provider
+        if node is not None:
+            node.delete_thread = _thread_deleter(provider)
+            await node.start()
         await service.start()
         yield
         await service.close_rooms(settings.shutdown_timeout)
+        if node is not None:
+            await node.close()
         await provider.close()
         if local is not None:
             await local.stop()
 
     return context
+
+
+def _cluster_node(
+    app: web.Application, settings: Settings, emitter: SocketEmitter
+) -> ClusterNode | None:
+    """This process as a node of the cluster, with REDIS_URL (docs/cluster.md)."""
+    if not settings.redis_url:
+        return None
+    node = app[NODE_KEY] = ClusterNode(settings.redis_url, settings.cluster_lease, emitter)
+    return node
+
+
+def _thread_deleter(provider: Provider) -> Any:
+    async def delete(thread_id: str) -> None:
+        try:
+            await provider.delete_thread(thread_id)
+            logger.info("deleted thread %s", thread_id)
+        except ProviderError:
+            logger.exception("could not delete thread %s", thread_id)
+
+    return delete
 
 
 async def _drain_and_disconnect(app: web.Application) -> None:

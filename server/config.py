@@ -76,6 +76,13 @@ def _url(raw: str) -> str:
     return value.rstrip("/")
 
 
+def _redis_url(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"must start with redis://, rediss:// or unix://, got {raw!r}")
+    return value
+
+
 def _room(raw: str) -> str:
     value = raw.strip().lower()
     if not ROOM_NAME.match(value):
@@ -250,6 +257,17 @@ class Settings:
         "METRICS_TOKEN", "", _str,
         "If set, GET /metrics needs it as a bearer token; empty = open to whoever reaches it.",
         secret=True,
+    )
+    redis_url: str = _setting(
+        "REDIS_URL", "", _redis_url,
+        "Redis for several server processes acting as one (docs/cluster.md), e.g. "
+        "redis://127.0.0.1:6379/0; empty = one process, no Redis.",
+        secret=True,
+    )
+    cluster_lease: float = _setting(
+        "CLUSTER_LEASE", "5", _float_range(0.5, 60),
+        "With REDIS_URL: seconds a room's owner process (and a process's liveness) lasts "
+        "unrenewed; another process takes a room over this long after its owner dies.",
     )
     drain_timeout: float = _setting(
         "DRAIN_TIMEOUT", "15", _float_range(0, 3600),

@@ -27,9 +27,11 @@ class Service:
     Until then `accepting()` refuses new people and messages with `unavailable`."""
 
     def __init__(
-        self, provider: Provider, make_registry: Callable[[AssistantProfile], RoomRegistry]
+        self, provider: Provider, make_registry: Callable[[AssistantProfile], RoomRegistry],
+        store_ok: Callable[[], bool] | None = None,
     ) -> None:
         self.provider = provider
+        self._store_ok = store_ok  # with REDIS_URL: whether Redis answers
         self._make_registry = make_registry
         self.registry: RoomRegistry | None = None
         self.reason = "the provider is not open yet"
@@ -38,7 +40,18 @@ class Service:
 
     @property
     def ready(self) -> bool:
-        return self.registry is not None and not self.draining
+        return self.registry is not None and not self.draining and self.store_ok
+
+    @property
+    def store_ok(self) -> bool:
+        return self._store_ok is None or self._store_ok()
+
+    def checks(self) -> dict[str, str]:
+        """What `/readyz` reports besides its status."""
+        found = {"provider": "open" if self.registry is not None else "not open"}
+        if self._store_ok is not None:
+            found["redis"] = "ok" if self._store_ok() else "unreachable"
+        return found
 
     async def start(self) -> None:
         """Open the provider; if it cannot be opened now, keep trying in the background."""
@@ -73,6 +86,9 @@ class Service:
         if self.registry is None:
             raise RoomError("unavailable", "The assistant is not available right now "
                                            f"({self.reason}); try again in a moment.")
+        if not self.store_ok:
+            raise RoomError("unavailable", "The server cannot reach Redis, which the cluster's "
+                                           "rooms live in; try again in a moment.")
         return self.registry
 
     async def drain(self, budget: float) -> None:

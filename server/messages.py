@@ -51,6 +51,12 @@ class Message:
         return data
 
     @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Message:
+        """The message a `to_wire` object describes."""
+        return cls(data["id"], data.get("user_id"), data["name"], data["role"], data["content"],
+                   data["created_at"], bool(data.get("incomplete")), data.get("reply_to"))
+
+    @classmethod
     def system(cls, content: str) -> Message:
         """A system notice for the room."""
         return cls(new_id("s"), None, "system", "system", content, now_ms())

@@ -128,6 +128,16 @@ class AssistantsProvider:
         except openai.OpenAIError as exc:
             raise translate(exc) from exc
 
+    async def cancel_active(self, thread_id: str) -> bool:
+        """Cancel the run left open on the thread (by a process that stopped mid-answer);
+        False if there was none."""
+        run_id = await self._pop_active(thread_id)
+        if run_id is None:
+            return False
+        await self._cancel(thread_id, run_id)
+        logger.info("cancelled run %s left open on thread %s", run_id, thread_id)
+        return True
+
     async def append(self, thread_id: str, messages: Sequence[Message]) -> None:
         async with self._gate.lock(thread_id):
             for message in messages:

@@ -122,3 +122,12 @@ class SupportsHistory(Protocol):
     async def history(self, thread_id: str) -> list[Message]:
         """The thread's messages as the room shows them: raw text, live ids, oldest first."""
         ...
+
+
+@runtime_checkable
+class SupportsCancel(Protocol):
+    """Providers whose API can cancel a run another process started (Assistants)."""
+
+    async def cancel_active(self, thread_id: str) -> bool:
+        """Cancel the run left open on the thread; False if there was none."""
+        ...

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..logs import log_ids
+from ..messages import Message
 from .config import RoomConfig, room_name
-from .room import Room
 from .roster import RoomError
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,53 @@ class RegistryPolicy:
         if not self.ad_hoc and name != self.default_room:
             raise RoomError("unknown_room", f"There is no room {name!r} on this server.")
         return RoomConfig(name)
+
+
+class Room(Protocol):
+    """A room as the registry, the handlers and the HTTP routes use it: rooms/room.py's `Room`
+    (one process), or cluster/room.py's `ClusterRoom` (its state in Redis)."""
+
+    name: str
+    config: RoomConfig
+
+    @property
+    def busy(self) -> bool: ...
+
+    def __len__(self) -> int:
+        """This process's connections to the room (the registry closes it at zero)."""
+        ...
+
+    def headcount(self) -> int:
+        """The people in the room."""
+        ...
+
+    def queued(self) -> int: ...
+
+    def users(self) -> list[dict[str, Any]]: ...
+
+    def is_registered(self, sid: str) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def register(self, sid: str, user_id: object, name: str) -> dict[str, Any]: ...
+
+    async def post(self, sid: str, content: str, client_id: object = None) -> dict[str, Any]: ...
+
+    async def post_as(
+        self, user_id: str, content: str, client_id: object = None
+    ) -> tuple[dict[str, Any], AsyncIterator[str]]: ...
+
+    async def stop(self, sid: str) -> bool: ...
+
+    async def set_reply(self, sid: str, mode: object) -> dict[str, Any]: ...
+
+    def pause(self) -> asyncio.Task[None] | None: ...
+
+    async def notify(self, notice: Message) -> None: ...
+
+    async def leave(self, sid: str) -> bool: ...
 
 
 class RoomRegistry:
@@ -66,7 +113,7 @@ class RoomRegistry:
 
     def people(self) -> int:
         """Everyone in every room."""
-        return sum(len(room) for room in self._rooms.values())
+        return sum(room.headcount() for room in self._rooms.values())
 
     def listing(self) -> list[dict[str, Any]]:
         """Listed rooms, open or configured: the default first, then by name."""
@@ -78,7 +125,7 @@ class RoomRegistry:
 
     def _entry(self, name: str) -> dict[str, Any]:
         room = self._rooms.get(name)
-        return {"name": name, "people": len(room) if room else 0,
+        return {"name": name, "people": room.headcount() if room else 0,
                 "busy": room.busy if room else False}
 
     # ----- requests -----

@@ -62,6 +62,41 @@ def run_instructions(base: str, nickname: str, today: datetime) -> str:
     )
 
 
+def check_content(content: str, limit: int) -> None:
+    """Refuse a message that is empty, not Unicode text, or longer than `limit` characters."""
+    if not content.strip():
+        raise RoomError("empty_message", "The message is empty.")
+    try:
+        content.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RoomError("invalid_payload", "The message is not valid Unicode text.") from None
+    if len(content) > limit:
+        raise RoomError("message_too_long", f"The message is longer than {limit} characters.")
+
+
+def check_reply_mode(config: RoomConfig, mode: object) -> str:
+    """The reply mode a participant asked for, or the refusal."""
+    if not isinstance(mode, str) or mode not in REPLY_MODES:
+        raise RoomError("invalid_payload", f"reply must be one of {', '.join(REPLY_MODES)}.")
+    if config.reply is not None:
+        raise RoomError("settings_locked", "This room's settings are fixed by the server.")
+    return mode
+
+
+def turn_instructions(
+    profile: AssistantProfile, config: RoomConfig, reply: str, turn: Turn, today: datetime
+) -> str:
+    """The whole instructions of one run: the assistant's, the room's, who asked, the date, and
+    what the reply mode asks of this turn."""
+    nickname = turn.message.name
+    base = profile.instructions
+    if config.instructions:
+        base = f"{base}\n\n{config.instructions}"
+    text = run_instructions(base, nickname, today)
+    note = reply_note(reply, turn.mentioned, nickname)
+    return f"{text}\n{note}" if note else text
+
+
 class Room:
     """One shared conversation with one assistant."""
 
@@ -128,6 +163,10 @@ class Room:
         return self._turns.queued()
 
     def __len__(self) -> int:
+        """People in the room."""
+        return len(self._members)
+
+    def headcount(self) -> int:
         """People in the room."""
         return len(self._members)
 
@@ -211,17 +250,7 @@ class Room:
 
     def _check(self, person: Person, content: str, client_id: object) -> Message:
         """The message `person` sent, or the refusal."""
-        if not content.strip():
-            raise RoomError("empty_message", "The message is empty.")
-        try:
-            content.encode("utf-8")
-        except UnicodeEncodeError:
-            raise RoomError("invalid_payload", "The message is not valid Unicode text.") from None
-        if len(content) > self.limits.max_message_length:
-            raise RoomError(
-                "message_too_long",
-                f"The message is longer than {self.limits.max_message_length} characters.",
-            )
+        check_content(content, self.limits.max_message_length)
         message_id = self._transcript.claim_id(client_id, "m")
         return Message(message_id, person.user_id, person.name, "user", content, now_ms())
 
@@ -250,12 +279,7 @@ class Room:
     async def set_reply(self, sid: str, mode: object) -> dict[str, Any]:
         """Switch how the assistant answers (any participant, unless ROOMS_FILE fixes it)."""
         person = self._members.roster.of(sid)
-        if mode not in REPLY_MODES:
-            raise RoomError("invalid_payload",
-                            f"reply must be one of {', '.join(REPLY_MODES)}.")
-        if self.config.reply is not None:
-            raise RoomError("settings_locked", "This room's settings are fixed by the server.")
-        assert isinstance(mode, str)
+        mode = check_reply_mode(self.config, mode)
         if mode != self.reply:
             self.reply = mode
             logger.info("%s set room %s to reply mode %s", person.name, self.name, mode)
@@ -295,10 +319,4 @@ class Room:
             self._preparing = False
 
     def _instructions(self, turn: Turn) -> str:
-        nickname = turn.message.name
-        base = self.profile.instructions
-        if self.config.instructions:
-            base = f"{base}\n\n{self.config.instructions}"
-        text = run_instructions(base, nickname, self._clock())
-        note = reply_note(self.reply, turn.mentioned, nickname)
-        return f"{text}\n{note}" if note else text
+        return turn_instructions(self.profile, self.config, self.reply, turn, self._clock())

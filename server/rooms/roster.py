@@ -123,10 +123,14 @@ class Roster:
         return person
 
     def _check_name(self, raw: str) -> str:
-        name = raw.strip()
-        limit = self.max_name_length
-        if not name or len(name) > limit:
-            raise RoomError("invalid_name", f"A nickname must be 1 to {limit} characters long.")
-        if has_control_chars(name):
-            raise RoomError("invalid_name", "A nickname may not contain control characters.")
-        return name
+        return check_name(raw, self.max_name_length)
+
+
+def check_name(raw: str, limit: int) -> str:
+    """The nickname `raw` asks for, trimmed, or `invalid_name`."""
+    name = raw.strip()
+    if not name or len(name) > limit:
+        raise RoomError("invalid_name", f"A nickname must be 1 to {limit} characters long.")
+    if has_control_chars(name):
+        raise RoomError("invalid_name", "A nickname may not contain control characters.")
+    return name

@@ -87,6 +87,15 @@ class RoomEmit(Protocol):
     ) -> Awaitable[None]: ...
 
 
+class Journal(Protocol):
+    """Told when the engine takes an item from its queue and when that item is done (a cluster
+    records both in Redis, so another process can carry the queue on)."""
+
+    def taken(self, item: Turn | Note) -> None: ...
+
+    def finished(self, item: Turn | Note) -> None: ...
+
+
 class TurnEngine:
     """Takes turns one at a time, first in first out, and streams each answer to the room."""
 
@@ -103,8 +112,10 @@ class TurnEngine:
         side: SideChannel,
         limits: TurnLimits,
         metrics: Metrics | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self._metrics = metrics or Metrics()
+        self._journal = journal
         self._provider = provider
         self._transcript = transcript
         self._emit = emit
@@ -194,9 +205,15 @@ class TurnEngine:
                 continue
             item = self._queued.popleft()
             if isinstance(item, Note):
-                await self._note([item, *self._more_notes()])
+                notes = [item, *self._more_notes()]
+                for note in notes:
+                    self._journaled("taken", note)
+                await self._note(notes)
+                for note in notes:
+                    self._journaled("finished", note)
                 continue
             turn = item
+            self._journaled("taken", turn)
             task = asyncio.create_task(self._take(turn), name=f"turn-{turn.message.id}")
             self._task = task
             try:
@@ -207,6 +224,11 @@ class TurnEngine:
                 raise
             finally:
                 self._task = None
+            self._journaled("finished", turn)
+
+    def _journaled(self, what: str, item: Turn | Note) -> None:
+        if self._journal is not None:
+            getattr(self._journal, what)(item)
 
     def _more_notes(self) -> list[Note]:
         """The notes waiting right behind one: they enter the thread together."""

@@ -16,7 +16,7 @@ import socketio
 
 from ..logs import log_ids
 from ..metrics import Metrics
-from ..rooms import Room, RoomError, RoomRegistry
+from ..rooms import OpenRoom, RoomError, RoomRegistry
 from .emitter import SocketEmitter
 from .engine import NAMESPACE
 from .signin import ProxySignIn, SignInRefused, user_id_for
@@ -61,6 +61,10 @@ class RoomAccess(Protocol):
     """The rooms, as the server's life allows (server/lifecycle.py's Service)."""
 
     registry: RoomRegistry | None
+
+    def checks(self) -> dict[str, str]:
+        """What the server depends on and how each is (for /readyz)."""
+        ...
 
     def accepting(self) -> RoomRegistry:
         """The registry for a new person or message; RoomError `unavailable` when the server
@@ -239,7 +243,7 @@ class RoomHandlers:
         room = self._room(sid)
         return log_ids(connection=sid, room=room.name if room is not None else None)
 
-    def _room(self, sid: str) -> Room | None:
+    def _room(self, sid: str) -> OpenRoom | None:
         rooms = self._access()
         registry = None if rooms is None else rooms.registry
         room = None if registry is None else registry.of(sid)

@@ -219,17 +219,19 @@ def health_handlers(access: Access, provider: str) -> tuple[Any, Any]:
         registry = None if found is None else found.registry
         rooms = [] if registry is None else registry.open_rooms()
         return web.json_response(
-            {"status": "ok", "users": sum(len(room) for room in rooms),
+            {"status": "ok", "users": sum(room.headcount() for room in rooms),
              "busy": any(room.busy for room in rooms), "rooms": len(rooms), "provider": provider}
         )
 
     async def ready(request: web.Request) -> web.Response:
+        found = access()
+        checks = {} if found is None else found.checks()
         try:
             accepting(access)
         except RoomError as exc:
-            return web.json_response({"status": "unavailable", "reason": exc.message},
+            return web.json_response({"status": "unavailable", "reason": exc.message, **checks},
                                      status=503)
-        return web.json_response({"status": "ready"})
+        return web.json_response({"status": "ready", **checks})
 
     return health, ready
 

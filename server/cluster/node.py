@@ -1,0 +1,163 @@
+"""This process as one node of the cluster: its Redis connection, its liveness key, its reader,
+and the clean-up after nodes that died."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ..messages import new_id
+from ..rooms.emitter import Fanout
+from . import scripts
+from .relay import Relay
+from .scripts import GENERATION_KEY, NODES_KEY, RoomKeys, node_key, node_rooms_key
+
+logger = logging.getLogger(__name__)
+
+DeleteThread = Callable[[str], Awaitable[None]]
+
+
+class Scripts:
+    """The room scripts, registered once per connection pool."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.bind = redis.register_script(scripts.BIND)
+        self.unbind = redis.register_script(scripts.UNBIND)
+        self.accept = redis.register_script(scripts.ACCEPT)
+        self.claim = redis.register_script(scripts.CLAIM)
+        self.stop = redis.register_script(scripts.STOP)
+        self.set_reply = redis.register_script(scripts.SET_REPLY)
+        self.acquire = redis.register_script(scripts.ACQUIRE)
+        self.renew = redis.register_script(scripts.RENEW)
+        self.release = redis.register_script(scripts.RELEASE)
+
+
+class ClusterNode:
+    """One process of the cluster. `healthy` is whether Redis answers; `lease` is how long a
+    room's owner (and this node's liveness key) lasts without being renewed, in seconds."""
+
+    def __init__(self, url: str, lease: float, fanout: Fanout,
+                 on_reset: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.id = new_id("n")
+        self.lease = lease
+        self.redis = Redis.from_url(
+            url, decode_responses=True, protocol=2, socket_timeout=5.0,
+            socket_connect_timeout=2.0, health_check_interval=1,
+        )
+        self.scripts = Scripts(self.redis)
+        self.relay = Relay(self.redis, self.id, fanout, self._reader_health)
+        self.healthy = False
+        self._reading = True
+        self.delete_thread: DeleteThread = _keep_thread
+        self._on_reset = on_reset
+        self._generation: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.lease * 1000)
+
+    def conn(self, sid: str) -> str:
+        """A connection as the cluster names it: this node's id and the sid."""
+        return f"{self.id}/{sid}"
+
+    async def start(self) -> None:
+        """Start the reader and the heartbeat (both keep trying while Redis is away)."""
+        await self._beat()
+        self.relay.start()
+        self._task = asyncio.create_task(self._heartbeat(), name="cluster-heartbeat")
+        logger.info("cluster node %s started (lease %ss)", self.id, self.lease)
+
+    async def close(self) -> None:
+        """Stop reading and beating; the node's key goes, so no one waits for its lease."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.relay.close()
+        with contextlib.suppress(RedisError):
+            await self.redis.delete(node_key(self.id), node_rooms_key(self.id))
+            await self.redis.srem(NODES_KEY, self.id)
+        await self.redis.aclose()
+
+    def _reader_health(self, ok: bool) -> None:
+        self._reading = ok
+        self.healthy = ok and self.healthy
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            await self._beat()
+
+    async def _beat(self) -> None:
+        """Renew this node's key; notice a Redis that lost its data; bury dead nodes."""
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(node_key(self.id), "1", px=self.lease_ms)
+                pipe.sadd(NODES_KEY, self.id)
+                pipe.set(GENERATION_KEY, new_id("g"), nx=True)
+                pipe.get(GENERATION_KEY)
+                *_, generation = await pipe.execute()
+        except RedisError as exc:
+            if self.healthy:
+                logger.warning("Redis is not answering (%s)", exc)
+            self.healthy = False
+            return
+        if not self.healthy:
+            logger.info("Redis is answering")
+        self.healthy = self._reading
+        if self._generation is not None and generation != self._generation:
+            logger.warning("Redis lost its data (restarted); the rooms here re-sync")
+            self._generation = generation
+            if self._on_reset is not None:
+                await self._on_reset()
+        self._generation = generation
+        try:
+            await self._bury_dead()
+        except RedisError as exc:
+            logger.warning("could not clean up after stopped nodes: %s", exc)
+
+    async def _bury_dead(self) -> None:
+        nodes: set[Any] = await self.redis.smembers(NODES_KEY)
+        for node in nodes - {self.id}:
+            if await self.redis.exists(node_key(node)):
+                continue
+            rooms: set[Any] = await self.redis.smembers(node_rooms_key(node))
+            for room in rooms:
+                await self.forget_node_in(room, node)
+            await self.redis.delete(node_rooms_key(node))
+            await self.redis.srem(NODES_KEY, node)
+            logger.info("cleaned up after node %s (it stopped renewing; %d room(s))",
+                        node, len(rooms))
+
+    async def forget_node_in(self, room: str, node: str) -> None:
+        """The connections a node had in a room are gone."""
+        keys = RoomKeys(room)
+        conns: list[Any] = await self.redis.hkeys(keys.key("conns"))
+        for conn in conns:
+            if conn.startswith(f"{node}/"):
+                await self.unbind(room, conn)
+
+    async def unbind(self, room: str, conn: str,
+                     emptied: Callable[[], Awaitable[None]] | None = None) -> bool:
+        """Forget one connection; True if that emptied the room: then `emptied` runs (the
+        room's answer stops) and the thread is deleted."""
+        result = await self.scripts.unbind(keys=RoomKeys(room).all, args=[conn])
+        if result[0] != "empty":
+            return False
+        logger.info("room %s is empty across the cluster", room)
+        if emptied is not None:
+            await emptied()
+        if result[1]:
+            await self.delete_thread(result[1])
+        return True
+
+
+async def _keep_thread(thread_id: str) -> None:
+    """Until the provider is open there is no thread to delete."""
