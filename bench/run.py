@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import openai
@@ -137,6 +137,13 @@ def supports_rooms(impl: str) -> bool:
                                    ROOMS_COMMIT, name[4:]], capture_output=True)
         return ancestor.returncode == 0
     return False  # the baseline and the Node reference serve one room
+
+
+class CpuSource(Protocol):
+    """What `one_turn` measures: user and system CPU seconds of the server side so far (one
+    `Server`, or several processes summed: bench/cluster.py)."""
+
+    def cpu_split(self) -> tuple[float, float]: ...
 
 
 class Server:
@@ -395,7 +402,7 @@ async def start_loadgens(procs: Procs, url: str, clients: int, deflate: bool, lo
 
 
 async def one_turn(
-    up: Upstream, srv: Server, gens: list[LoadGen], n: int, interval: float,
+    up: Upstream, srv: CpuSource, gens: list[LoadGen], n: int, interval: float,
     timeout: float,  # noqa: ASYNC109 - the answer's time limit, passed on to the loadgens
     rooms: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -496,11 +503,35 @@ async def one_turn(
         # events of another room's answer at a client (0 unless rooms leak into each other)
         "foreign": sum(r.get("foreign", 0) for r in reps),
         "foreign_clients": sum(r.get("foreign_clients", 0) for r in reps),
+        # per server the clients talked to (one unless the load generator had several URLs)
+        "groups": group_stats(reps, bucket),
     }
     if rooms:
         out.update(room_ids(reps, rooms))
         out["idle_clients"] = sum(r.get("idle_clients", 0) for r in reps)
         out["rooms_answering"] = len(rooms)
+    return out
+
+
+def group_stats(reps: list[dict[str, Any]], bucket: float) -> dict[str, dict[str, Any]]:
+    """Per load-generator URL group (its index in --url): clients, the median and 90th
+    percentile of their first delta's arrival after t0, and their chunks' lateness."""
+    firsts: dict[str, list[float]] = {}
+    hists: dict[str, list[dict[str, int]]] = {}
+    counts: dict[str, int] = {}
+    for r in reps:
+        for g, data in r.get("groups", {}).items():
+            firsts.setdefault(g, []).extend(data["first_ms"])
+            hists.setdefault(g, []).append(data["hist"])
+            counts[g] = counts.get(g, 0) + data["clients"]
+    out: dict[str, dict[str, Any]] = {}
+    for g in sorted(counts, key=int):
+        hist = hist_merge(hists[g])
+        out[g] = {"clients": counts[g], "first_delta_clients": len(firsts[g]),
+                  "first_p50_ms": statistics.median(firsts[g]) if firsts[g] else None,
+                  "first_p90_ms": pct(firsts[g], 90) if firsts[g] else None,
+                  "first_min_ms": min(firsts[g]) if firsts[g] else None,
+                  "p50_ms": hist_pct(hist, 50, bucket), "p99_ms": hist_pct(hist, 99, bucket)}
     return out
 
 

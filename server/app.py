@@ -11,6 +11,7 @@ from typing import Any
 
 import socketio
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from .cluster import ClusterNode, ClusterRoom, RedisThreadStore
 from .config import Settings
@@ -191,6 +192,7 @@ def _service_context(
         app[PROVIDER_KEY] = provider
         if node is not None:
             node.delete_thread = _thread_deleter(provider)
+            node.on_reset = _resync(app, service)
             await node.start()
         await service.start()
         yield
@@ -212,6 +214,27 @@ def _cluster_node(
         return None
     node = app[NODE_KEY] = ClusterNode(settings.redis_url, settings.cluster_lease, emitter)
     return node
+
+
+def _resync(app: web.Application, service: Service) -> Any:
+    """The cluster's view here can no longer be trusted: rooms this process ran write back what
+    they hold (when Redis lost its data), then every client reconnects and gets a fresh
+    snapshot (web and terminal clients reconnect on their own)."""
+
+    async def resync(lost: bool) -> None:
+        registry = service.registry
+        if lost and registry is not None:
+            for room in registry.open_rooms():
+                if isinstance(room, ClusterRoom):
+                    try:
+                        await room.reseed()
+                    except RedisError:
+                        logger.exception("could not write room %s back to Redis", room.name)
+        sio = app[SIO_KEY]
+        sids = [sid for sid, _ in sio.manager.get_participants(NAMESPACE, None)]
+        await asyncio.gather(*(sio.disconnect(sid) for sid in sids), return_exceptions=True)
+
+    return resync
 
 
 def _thread_deleter(provider: Provider) -> Any:

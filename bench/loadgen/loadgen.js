@@ -14,6 +14,11 @@
 // (`{"name": ..., "room": "r17"}`), so every room's people join interleaved with the others';
 // without it every client registers into the server's default room (no "room" key).
 //
+// --url may list several servers, comma-separated (the processes of a cluster): the client with
+// global index g connects to the (g % n)-th, its `group`. Client 0 then connects and registers
+// alone before the others start, so its server is the first where anyone registers. Reports
+// give each group's first-delta times and lateness separately (`groups`).
+//
 // Commands (stdin):
 //   {"cmd":"connect"}                    connect + register every client; replies {"event":"connected",...}
 //   {"cmd":"expect","text":"...","timeout":S}   arm every client for one answer whose joined deltas must
@@ -65,6 +70,7 @@ function parseArgs(argv) {
 }
 
 const args = parseArgs(process.argv);
+const URLS = args.url.split(",").filter((u) => u);
 const now = () => performance.timeOrigin + performance.now();
 const send = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const MARK = /#(\d{4}) /g;
@@ -152,6 +158,8 @@ class Client {
     this.name = `lg${args.id}-${index}`;
     this.global = args.offset + index;
     this.room = args.rooms > 0 ? `r${this.global % args.rooms}` : null;
+    this.group = this.global % URLS.length; // which of the --url servers it talks to
+    this.url = URLS[this.group];
     this.socket = null;
     this.connected = false;
     this.registered = false;
@@ -191,8 +199,8 @@ class Client {
         timeout: 20000,
         perMessageDeflate: args.deflate ? { threshold: 1024 } : false,
       };
-      const socket = args.client === "raw" ? new RawSocket(args.url, args.deflate)
-        : io(args.url, opts);
+      const socket = args.client === "raw" ? new RawSocket(this.url, args.deflate)
+        : io(this.url, opts);
       this.socket = socket;
       let settled = false;
       const finish = (ok, error) => {
@@ -325,6 +333,10 @@ async function connectAll() {
   const started = now();
   const results = new Array(clients.length);
   let next = 0;
+  if (URLS.length > 1 && clients.length > 0) {
+    results[0] = await clients[0].connect(); // the first registration anywhere is client 0's
+    next = 1;
+  }
   async function worker() {
     while (next < clients.length) {
       const i = next++;
@@ -397,6 +409,8 @@ function report(cmd) {
   let foreignClients = 0;
   let answering = 0;
   const answerIds = {}; // room -> the answer ids its clients saw
+  // per --url group: every client's first message-delta (ms after t0) and its chunks' lateness
+  const groups = {};
   const perClientLastLate = [];
   // per chunk, over this process's clients: the earliest and the latest arrival (lateness, ms);
   // tells a chunk that reached everybody late (a stall before the fan-out) from a wide fan-out
@@ -415,6 +429,9 @@ function report(cmd) {
     const expected = c.expected;
     const lastDue = sched.t0 + (nChunks - 1) * cmd.interval;
     answering += 1;
+    const grp = groups[c.group] || (groups[c.group] = { clients: 0, first_ms: [], hist: {} });
+    grp.clients += 1;
+    if (c.firstDeltaAt) grp.first_ms.push(Math.round((c.firstDeltaAt - sched.t0) * 100) / 100);
     if (!c.ended) notEnded += 1;
     deltas += c.deltas;
     reordered += c.reordered;
@@ -439,6 +456,7 @@ function report(cmd) {
       if (late < chunkFirst[i]) chunkFirst[i] = late;
       if (late > chunkLast[i]) chunkLast[i] = late;
       add(hist, late);
+      add(grp.hist, late);
       if (sched.sent && sched.sent.length === nChunks) add(histWire, t - sched.sent[i]);
     }
     const last = nChunks ? c.recv[nChunks - 1] : 0;
@@ -452,7 +470,7 @@ function report(cmd) {
   send({
     event: "report", id: args.id, clients: answering, idle_clients: clients.length - answering,
     chunks: nChunks, bucket_ms: BUCKET, foreign, foreign_clients: foreignClients,
-    answer_ids: answerIds,
+    answer_ids: answerIds, groups,
     hist, hist_wire: histWire, min_late_ms: minLate === Infinity ? null : minLate,
     chunk_first: chunkFirst.map((v) => (Number.isFinite(v) ? Math.round(v * 10) / 10 : null)),
     chunk_last: chunkLast.map((v) => (Number.isFinite(v) ? Math.round(v * 10) / 10 : null)),

@@ -42,8 +42,7 @@ class ClusterNode:
     """One process of the cluster. `healthy` is whether Redis answers; `lease` is how long a
     room's owner (and this node's liveness key) lasts without being renewed, in seconds."""
 
-    def __init__(self, url: str, lease: float, fanout: Fanout,
-                 on_reset: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(self, url: str, lease: float, fanout: Fanout) -> None:
         self.id = new_id("n")
         self.lease = lease
         self.redis = Redis.from_url(
@@ -55,7 +54,11 @@ class ClusterNode:
         self.healthy = False
         self._reading = True
         self.delete_thread: DeleteThread = _keep_thread
-        self._on_reset = on_reset
+        # What to do when this process's view of the cluster can no longer be trusted (Redis
+        # lost its data, or this process was taken for dead): the app re-syncs its clients.
+        # `on_reset(lost)`: `lost` when Redis lost its data (the rooms' owners here seed it
+        # again with what they hold).
+        self.on_reset: Callable[[bool], Awaitable[None]] = _nothing
         self._generation: str | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -99,11 +102,11 @@ class ClusterNode:
         """Renew this node's key; notice a Redis that lost its data; bury dead nodes."""
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(node_key(self.id), "1", px=self.lease_ms)
+                pipe.set(node_key(self.id), "1", px=self.lease_ms, get=True)
                 pipe.sadd(NODES_KEY, self.id)
                 pipe.set(GENERATION_KEY, new_id("g"), nx=True)
                 pipe.get(GENERATION_KEY)
-                *_, generation = await pipe.execute()
+                alive, *_, generation = await pipe.execute()
         except RedisError as exc:
             if self.healthy:
                 logger.warning("Redis is not answering (%s)", exc)
@@ -112,12 +115,15 @@ class ClusterNode:
         if not self.healthy:
             logger.info("Redis is answering")
         self.healthy = self._reading
-        if self._generation is not None and generation != self._generation:
+        known, self._generation = self._generation, generation
+        if known is not None and generation != known:
             logger.warning("Redis lost its data (restarted); the rooms here re-sync")
-            self._generation = generation
-            if self._on_reset is not None:
-                await self._on_reset()
-        self._generation = generation
+            await self.on_reset(True)
+        elif known is not None and alive is None:
+            # Paused or cut off past the lease: other processes have forgotten this one's
+            # connections and may run its rooms. Its clients reconnect and get a fresh snapshot.
+            logger.warning("this process was taken for dead; its connections re-sync")
+            await self.on_reset(False)
         try:
             await self._bury_dead()
         except RedisError as exc:
@@ -161,3 +167,7 @@ class ClusterNode:
 
 async def _keep_thread(thread_id: str) -> None:
     """Until the provider is open there is no thread to delete."""
+
+
+async def _nothing(lost: bool) -> None:
+    """Until the app says what a re-sync is."""

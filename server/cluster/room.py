@@ -28,7 +28,7 @@ from ..rooms.side_channel import SideChannel
 from ..rooms.turns import Turn
 from ..tools import ToolRegistry
 from .node import ClusterNode
-from .owner import Owner
+from .owner import Owner, Writer
 from .scripts import RoomKeys, node_rooms_key
 
 logger = logging.getLogger(__name__)
@@ -204,6 +204,32 @@ class ClusterRoom:
         if owner is not None:
             self._node.relay.disown(self.name)
             await owner.close()
+
+    async def reseed(self) -> None:
+        """Redis lost its data: if this process ran the room, it writes back what it holds (the
+        history, the thread, the reply mode) before its clients re-sync; the answer in flight
+        ends."""
+        owner, self.owner = self.owner, None
+        if owner is None:
+            return
+        self._node.relay.disown(self.name)
+        owner.writer.fence()
+        await owner.close()
+        node = self._node
+        token = await node.scripts.acquire(keys=self.keys.all, args=[node.id, node.lease_ms])
+        if not token:
+            logger.warning("another process took room %s first; its history starts again",
+                           self.name)
+            return
+        seed = Writer(node.redis, self.keys, token, lambda: None)
+        for message in owner.transcript:
+            seed.add("H", json.dumps(message.to_wire()))
+        if owner.thread.id is not None:
+            seed.add("R", owner.thread.id)
+        seed.add("P", self.reply)
+        await seed.flush()
+        await node.scripts.release(keys=self.keys.all, args=[token])
+        logger.info("wrote room %s back to Redis (%d messages)", self.name, len(owner.transcript))
 
     def pause(self) -> asyncio.Task[None] | None:
         return None if self.owner is None else self.owner.pause()

@@ -206,6 +206,7 @@ return redis.call('DEL', KEYS[1])
 #   F message-id             the item of that message is done (told to /stream listeners)
 #   R thread                 the thread's id
 #   C                        the history was cleared
+#   P mode                   the reply mode (seeding a Redis that lost its data)
 WRITE = _PRELUDE + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local mark = ARGV[1] .. '#'
@@ -258,6 +259,9 @@ while i <= #ARGV do
   elseif op == 'C' then
     redis.call('DEL', KEYS[7])
     i = i + 1
+  elseif op == 'P' then
+    redis.call('HSET', KEYS[5], 'reply', ARGV[i + 1])
+    i = i + 2
   else
     return redis.error_reply('unknown operation ' .. op)
   end
