@@ -144,8 +144,8 @@ def table(sessions: list[Session]) -> str:
         f"| **CPU µs per delivered delta** (cluster ≤ {CPU_RATIO}×) | {_span(a['cpu_us'], 2)} "
         f"| {_span(c['cpu_us'], 2)} | {_mark(t['cpu_ratio'])} **{ratio:.2f}×** (per pair "
         f"{_span(s['cpu_ratio_pairs'], 2)}) |",
-        f"| first delta, median client, ms after t0: owner process | {_span(a['owner_first_ms'], 2)} "
-        f"| {_span(c['owner_first_ms'], 2)} | "
+        f"| first delta, median client, ms after t0: the owner process | "
+        f"{_span(a['owner_first_ms'], 2)} | {_span(c['owner_first_ms'], 2)} | "
         f"{_med(s['first_owner_minus_single']):+.2f} ms |",
         f"| … non-owner process | – | {_span(c['other_first_ms'], 2)} | "
         f"{_med(s['first_other_minus_single']):+.2f} ms |",

@@ -1,11 +1,14 @@
 """Turn one or more bench/results/*.json files into markdown tables and a plot.
 
     python bench/report.py bench/results/<stamp>.json [more.json ...] [--update-docs]
+    python bench/report.py bench/results/<stamp>.json --cluster [--update-docs]
 
 Always writes bench/results/<stamp>.md and bench/results/<stamp>.png. With --update-docs it also
 replaces the block between `<!-- bench:results:start -->` and `<!-- bench:results:end -->` in
 docs/performance.md (creating the file if needed) and writes docs/performance.png.
 Several files are merged (e.g. a full run plus a re-run): runs are pooled per configuration.
+With --cluster only the cluster case's table is rendered (bench/cluster_report.py), and
+--update-docs puts it between `<!-- bench:cluster:start -->` and `<!-- bench:cluster:end -->`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cluster_report import table as cluster_table
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
@@ -48,7 +54,8 @@ def ratio(a: float, b: float) -> str:
 
 
 def load(paths: list[Path]) -> dict[str, Any]:
-    merged: dict[str, Any] = {"relay": [], "fanout": [], "rooms": [], "errors": [],
+    merged: dict[str, Any] = {"relay": [], "fanout": [], "rooms": [], "cluster": [],
+                              "errors": [],
                               "machine": None,
                               "stamps": [], "config": None, "elapsed": 0.0}
     for p in paths:
@@ -56,6 +63,7 @@ def load(paths: list[Path]) -> dict[str, Any]:
         merged["relay"] += d.get("relay", [])
         merged["fanout"] += d.get("fanout", [])
         merged["rooms"] += d.get("rooms", [])
+        merged["cluster"] += d.get("cluster", [])
         merged["errors"] += d.get("errors", [])
         merged["machine"] = merged["machine"] or d.get("machine")
         merged["config"] = merged["config"] or d.get("config")
@@ -410,6 +418,8 @@ def render(data: dict[str, Any]) -> str:
     parts = [machine_block(data), "\n### Targets (benchmarks, not tests)\n\n", targets(data),
              "\n### Relay overhead\n\n", relay_table(data), "\n### Fan-out\n\n",
              fanout_tables(data), "\n### Many rooms\n\n", rooms_table(data)]
+    if data["cluster"]:
+        parts += ["\n### Several processes (cluster)\n\n", cluster_table(data["cluster"])]
     if data["errors"]:
         parts.append("\nErrors during the run:\n\n" + "\n".join(f"- `{e}`" for e in data["errors"])
                      + "\n")
@@ -436,8 +446,22 @@ def main(argv: list[str] | None = None) -> int:
                    help="render fan-out tables against --ref and, with --update-docs, put them "
                         "in docs/performance.md's bench:experiments block (no plot)")
     p.add_argument("--ref", default=None, help="reference implementation for the ratios")
+    p.add_argument("--cluster", action="store_true",
+                   help="only the cluster case's table (with --update-docs: the bench:cluster "
+                        "block of docs/performance.md)")
     args = p.parse_args(argv)
     data = load(args.results)
+    if args.cluster:
+        text = machine_block(data) + "\n" + cluster_table(data["cluster"])
+        if data["errors"]:
+            text += "\nErrors during the run:\n\n" + "\n".join(f"- `{e}`" for e in
+                                                                data["errors"]) + "\n"
+        args.results[0].with_suffix(".md").write_text(text)
+        print(text)
+        if args.update_docs:
+            replace_block("cluster", text)
+            print(f"updated {DOC.relative_to(ROOT)} (cluster)")
+        return 0
     if args.experiments:
         text = machine_block(data) + "\n" + fanout_tables(data, args.ref or "roundtable")
         if data["rooms"]:

@@ -1,9 +1,11 @@
 """Roundtable benchmark suite: relay overhead, fan-out to C clients, connect+register, memory,
-and many rooms in one process.
+many rooms in one process, and one room over several processes (the cluster case).
 
-    python bench/run.py            full: C = 10, 100, 500, 1000 in one room, and 100 rooms of 10
-                                   with 10 answering at once; 3 interleaved runs (~35 min)
-    python bench/run.py --quick    C = 10, 100; 10 rooms of 10, 3 answering; 1 run (~2 min)
+    python bench/run.py            full: C = 10, 100, 500, 1000 in one room, 100 rooms of 10
+                                   with 10 answering at once, and 1,000 clients on one process
+                                   vs on two with Redis; 3 interleaved runs (~40 min)
+    python bench/run.py --quick    C = 10, 100; 10 rooms of 10, 3 answering; 100 clients on one
+                                   process vs two; 1 run (~3 min)
 
 Every figure is taken for Roundtable and for a bare python-socketio baseline
 (bench/baseline_server.py) in alternation, on the same machine state. Servers are pinned to core
@@ -38,6 +40,8 @@ import psutil
 import socketio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+if __name__ == "__main__":  # bench/cluster.py imports this module as `run`: the same one
+    sys.modules.setdefault("run", sys.modules[__name__])
 from procs import (
     CLIENT_CORE,
     HAVE_TASKSET,
@@ -772,6 +776,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="many rooms: ROOMSxPEOPLE:ANSWERING (default 100x10:10; quick 10x10:3); "
                         "'none' to skip. Paced, deflate as the first --deflate value, for every "
                         "implementation with rooms (roundtable, exp:, rev: from 38445b5 on)")
+    p.add_argument("--cluster-case", default=None,
+                   help="one room over several processes: PROCESSESxCLIENTS (default 2x1000; "
+                        "quick 2x100); 'none' to skip. Each run: one process without Redis, then "
+                        "PROCESSES processes + a redis-server (bench/cluster.py). Paced, deflate "
+                        "as the first --deflate value")
+    p.add_argument("--cluster-impl", default="roundtable",
+                   help="server for both sides of the cluster case: roundtable (this working "
+                        "tree) or rev:<git revision>")
     p.add_argument("--chunks", type=int, default=500)
     p.add_argument("--interval", type=float, default=0.02, help="paced: seconds between deltas")
     p.add_argument("--modes", default="paced,unpaced")
@@ -780,7 +792,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-fanout", action="store_true", help="relay overhead only")
     p.add_argument("--profile", action="store_true",
                    help="py-spy the first implementation at the largest C (deflate on, paced) "
-                        "and in the many-rooms case (first run)")
+                        "and in the many-rooms case, and every server process of the cluster "
+                        "case (first run)")
     p.add_argument("--out", default=None, help="results JSON (default bench/results/<stamp>.json)")
     p.add_argument("--no-report", action="store_true", help="skip bench/report.py at the end")
     p.add_argument("--update-docs", action="store_true",
@@ -804,6 +817,9 @@ async def main_async(args: argparse.Namespace) -> Path:
     rooms_case = parse_rooms_case(args.rooms_case if args.rooms_case is not None else
                                   ("10x10:3" if args.quick else "100x10:10"))
     rooms_impls = [i for i in impls if supports_rooms(i)] if rooms_case else []
+    from cluster import cluster_pair, parse_cluster_case
+    cluster_case = parse_cluster_case(args.cluster_case if args.cluster_case is not None else
+                                      ("2x100" if args.quick else "2x1000"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
@@ -815,8 +831,9 @@ async def main_async(args: argparse.Namespace) -> Path:
                    "loadgen_client": LOADGEN_CLIENT[0], "client_cores": CLIENT_CORES[0],
                    "loadgens": LOADGENS[0],
                    "chunks": args.chunks, "interval": args.interval, "modes": args.modes,
-                   "relay_runs": relay_runs, "rooms_case": rooms_case},
-        "relay": [], "fanout": [], "rooms": [], "errors": [],
+                   "relay_runs": relay_runs, "rooms_case": rooms_case,
+                   "cluster_case": cluster_case, "cluster_impl": args.cluster_impl},
+        "relay": [], "fanout": [], "rooms": [], "cluster": [], "errors": [],
     }
 
     def save() -> None:
@@ -881,6 +898,13 @@ async def main_async(args: argparse.Namespace) -> Path:
                         results["errors"].append(f"{tag}: {exc!r}")
                         print(f"    FAILED: {exc!r}", flush=True)
                     save()
+                if cluster_case:
+                    profile = None
+                    if args.profile and run == 0:
+                        profile = RESULTS / f"{stamp}-profile-cluster.txt"
+                    await cluster_pair(procs, up, run, runs, cluster_case, args.cluster_impl,
+                                       deflates[0], args.chunks, args.interval, args.quick, log,
+                                       results, save, profile)
     finally:
         await procs.stop_all()
         results["elapsed_s"] = time.monotonic() - started

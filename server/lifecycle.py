@@ -99,12 +99,14 @@ class Service:
         registry = self.registry
         if registry is None:
             return
-        answers = [task for room in registry.open_rooms() if (task := room.pause()) is not None]
+        # In a cluster, only the answers this process runs (rooms it owns) are its to end.
+        answers = {room: task for room in registry.open_rooms()
+                   if (task := room.pause()) is not None}
         if answers:
             logger.info("waiting up to %ss for %d answer(s) to finish", budget, len(answers))
-            await asyncio.wait(answers, timeout=budget)
-        for room in registry.open_rooms():
-            if room.busy:
+            await asyncio.wait(answers.values(), timeout=budget)
+        for room, task in answers.items():
+            if not task.done():
                 await room.notify(Message.system(DRAIN_NOTICE))
 
     async def close_rooms(self, budget: float) -> None:

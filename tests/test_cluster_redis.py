@@ -92,7 +92,7 @@ async def test_while_redis_is_down_people_are_told_unavailable_then_it_recovers(
     again = [Peer(nodes[1].url, "Bob"), Peer(nodes[0].url, "Alice")]
     for peer in again:
         await peer.join()
-    history = again[0].of("message-list")[0]
+    history = await again[0].wait_for("message-list")
     assert [m["content"] for m in history] == ["remember this", "first answer"]
     upstream.enqueue(Text("second answer"))
     await again[0].say("still there?")

@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import os
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -23,19 +21,12 @@ from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, DESKTOP, missing_pre
 from tests.browser.people import Person
 from tests.conftest import RunningServer, StartServer, free_port
 from tests.fake_upstream import FakeUpstream, Text
+from tests.nginx import DEPLOY_CONF, Proxy, missing_nginx, running_nginx, substitute
 from tests.peers import Peer
 
-ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "deploy" / "nginx" / "roundtable.conf"
-NGINX = Path("/usr/sbin/nginx")
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw"}
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
-
-
-def substitute(text: str, old: str, new: str) -> str:
-    assert text.count(old) == 1, f"deploy/nginx/roundtable.conf must contain {old!r} once"
-    return text.replace(old, new)
 
 
 def htpasswd(passwords: dict[str, str]) -> str:
@@ -49,12 +40,6 @@ def basic(user: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{PASSWORDS[user]}".encode()).decode()
 
 
-@dataclass
-class Proxy:
-    url: str
-    dir: Path
-
-
 @pytest.fixture
 async def roundtable(start_server: StartServer) -> RunningServer:
     return await start_server(trusted_user_header="X-Forwarded-User")
@@ -62,52 +47,18 @@ async def roundtable(start_server: StartServer) -> RunningServer:
 
 @pytest.fixture
 async def nginx(tmp_path: Path, roundtable: RunningServer) -> AsyncIterator[Proxy]:
-    if not os.access(NGINX, os.X_OK):
-        pytest.skip("nginx is not installed: run `make nginx-deps`")
+    reason = missing_nginx()
+    if reason is not None:
+        pytest.skip(reason)
     port = free_port()
     upstream = roundtable.url.removeprefix("http://")
     (tmp_path / "htpasswd").write_text(htpasswd(PASSWORDS))
-    conf = CONF.read_text()
+    conf = DEPLOY_CONF.read_text()
     conf = substitute(conf, "server 127.0.0.1:5020;", f"server {upstream};")
     conf = substitute(conf, "listen 80;", f"listen 127.0.0.1:{port};")
     conf = substitute(conf, "/etc/nginx/roundtable.htpasswd", str(tmp_path / "htpasswd"))
-    (tmp_path / "roundtable.conf").write_text(conf)
-    temps = "\n".join(f"    {kind}_temp_path {tmp_path / kind};"
-                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    (tmp_path / "nginx.conf").write_text(f"""\
-{"user root;" if os.geteuid() == 0 else ""}
-daemon off;
-worker_processes 1;
-pid {tmp_path / "nginx.pid"};
-error_log {tmp_path / "error.log"} info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {tmp_path / "access.log"};
-{temps}
-    include {tmp_path / "roundtable.conf"};
-}}
-""")
-    proc = await asyncio.create_subprocess_exec(
-        str(NGINX), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
-        "-e", str(tmp_path / "error.log"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(100):
-                if proc.returncode is not None:
-                    log = (tmp_path / "error.log").read_text()
-                    raise AssertionError(f"nginx exited: {log}")
-                try:
-                    async with http.get(f"{url}/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
-        yield Proxy(url, tmp_path)
-    finally:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 10)
+    async with running_nginx(tmp_path, conf, port) as proxy:
+        yield proxy
 
 
 async def test_nginx_signs_people_in_and_both_clients_chat_through_it(

@@ -151,18 +151,19 @@ class ClusterNode:
                 await self.unbind(room, conn)
 
     async def unbind(self, room: str, conn: str,
-                     emptied: Callable[[], Awaitable[None]] | None = None) -> bool:
-        """Forget one connection; True if that emptied the room: then `emptied` runs (the
-        room's answer stops) and the thread is deleted."""
+                     emptied: Callable[[], Awaitable[None]] | None = None) -> str:
+        """Forget one connection: "gone" (unknown), "stays" (the person has another), "left"
+        (the person left) or "empty" (the room's last person left: `emptied` runs, so the
+        room's answer stops, then the thread is deleted)."""
         result = await self.scripts.unbind(keys=RoomKeys(room).all, args=[conn])
         if result[0] != "empty":
-            return False
+            return str(result[0])
         logger.info("room %s is empty across the cluster", room)
         if emptied is not None:
             await emptied()
         if result[1]:
             await self.delete_thread(result[1])
-        return True
+        return "empty"
 
 
 async def _keep_thread(thread_id: str) -> None:

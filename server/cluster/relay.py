@@ -57,6 +57,7 @@ class Relay:
         self._jobs: deque[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = deque()
         self._on_health = on_health
         self._task: asyncio.Task[None] | None = None
+        self._waking: set[asyncio.Task[None]] = set()
 
     # ----- what this process reads -----
     def watch(self, room: str, watcher: Watcher) -> None:
@@ -104,7 +105,9 @@ class Relay:
     def _poke(self) -> None:
         """End the read in progress so the reader sees what changed."""
         if self._task is not None:
-            asyncio.get_running_loop().create_task(self._send_wake())
+            task = asyncio.get_running_loop().create_task(self._send_wake())
+            self._waking.add(task)
+            task.add_done_callback(self._waking.discard)
 
     async def _send_wake(self) -> None:
         try:
@@ -122,6 +125,7 @@ class Relay:
             await asyncio.gather(self._task, return_exceptions=True)
         for _, future in self._jobs:
             future.cancel()
+        await asyncio.gather(*self._waking, return_exceptions=True)
 
     async def _read_forever(self) -> None:
         failures = 0

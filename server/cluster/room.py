@@ -71,6 +71,7 @@ class ClusterRoom:
         self._listening: dict[str, AsyncIterator[str]] = {}  # /stream asks, by message id
         self.owner: Owner | None = None
         self._lease: asyncio.Task[None] | None = None
+        self._ending: set[asyncio.Task[None]] = set()  # owners fenced out, winding down
         self._closing = False
 
     # ----- state -----
@@ -178,7 +179,8 @@ class ClusterRoom:
         self.owner = None
         self._node.relay.disown(self.name)
         task = asyncio.get_running_loop().create_task(owner.close())
-        task.add_done_callback(lambda _: None)
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
 
     async def close(self) -> None:
         """This process has no one left in the room (or stops): hand the room over. An answer
@@ -196,6 +198,7 @@ class ClusterRoom:
                 await self._node.scripts.release(keys=self.keys.all, args=[owner.token])
         for sid in list(self._sids):
             await self._unbind(sid)
+        await asyncio.gather(*self._ending, return_exceptions=True)
         self._node.relay.drop(self.name)
 
     async def _emptied(self) -> None:
@@ -258,7 +261,7 @@ class ClusterRoom:
             self.default_reply])
         if result[0] != "ok":
             raise _refusal(result[0], name)
-        _, uid, _first, at, users, history, busy, answer, text, reply, waiting = result
+        _, uid, first, at, users, history, busy, answer, text, reply, waiting = result
         self._sids[sid] = (uid, name)
         self._users = {u["user_id"]: u for u in map(json.loads, users)}
         self._busy, self.reply = bool(busy), reply
@@ -277,6 +280,8 @@ class ClusterRoom:
         for message in waiting:
             await send(sid, "message", json.loads(message))
         node.relay.admit(self.name, sid, at)
+        if first == "1":
+            logger.info("%s joined room %s (%d here)", name, self.name, len(self._users))
         return welcome
 
     async def post(self, sid: str, content: str, client_id: object = None) -> dict[str, Any]:
@@ -286,11 +291,18 @@ class ClusterRoom:
     async def post_as(
         self, user_id: str, content: str, client_id: object = None
     ) -> tuple[dict[str, Any], AsyncIterator[str]]:
-        mine = [sid for sid, (uid, _) in self._sids.items() if uid == user_id]
-        if not mine:
+        """A message from an online person by id (/stream); none of the person's sockets, on
+        any process, is sent the message or the final answer (the HTTP body carries both)."""
+        person = self._users.get(user_id)
+        if person is None:
             raise RoomError("not_registered", "This user_id is not in the room; register first.")
-        name = self._sids[mine[0]][1]
-        ack = await self._accept(user_id, name, content, client_id, mine, mine, listen=True)
+        try:
+            conns: dict[Any, Any] = await self._node.redis.hgetall(self.keys.key("conns"))
+        except RedisError:
+            raise unavailable() from None
+        theirs = [conn.partition("/")[2] for conn, uid in conns.items() if uid == user_id]
+        ack = await self._accept(user_id, person["name"], content, client_id, theirs, theirs,
+                                 listen=True)
         return ack, self._deltas(ack["id"])
 
     def _deltas(self, message_id: str) -> AsyncIterator[str]:
@@ -359,10 +371,11 @@ class ClusterRoom:
         return not self._sids
 
     async def _unbind(self, sid: str) -> None:
-        self._sids.pop(sid, None)
+        _, name = self._sids.pop(sid, ("", "?"))
         node = self._node
         try:
-            await node.unbind(self.name, node.conn(sid), self._emptied)
+            if await node.unbind(self.name, node.conn(sid), self._emptied) in ("left", "empty"):
+                logger.info("%s left room %s", name, self.name)
         except RedisError as exc:  # the node's clean-up forgets it once this process stops
             logger.warning("could not unbind a connection in room %s: %s", self.name, exc)
 
