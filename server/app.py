@@ -188,7 +188,8 @@ def _service_context(
             return RoomRegistry(make_room, policy)
 
         store_ok = None if node is None else (lambda: node.healthy)
-        service = app[SERVICE_KEY] = Service(provider, make_registry, store_ok)
+        directory = None if node is None else node.rooms
+        service = app[SERVICE_KEY] = Service(provider, make_registry, store_ok, directory)
         app[PROVIDER_KEY] = provider
         if node is not None:
             node.delete_thread = _thread_deleter(provider)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from .messages import Message
 from .providers import Provider
@@ -29,9 +29,11 @@ class Service:
     def __init__(
         self, provider: Provider, make_registry: Callable[[AssistantProfile], RoomRegistry],
         store_ok: Callable[[], bool] | None = None,
+        directory: Callable[[], Awaitable[dict[str, tuple[int, bool]]]] | None = None,
     ) -> None:
         self.provider = provider
         self._store_ok = store_ok  # with REDIS_URL: whether Redis answers
+        self._directory = directory  # with REDIS_URL: the rooms open anywhere
         self._make_registry = make_registry
         self.registry: RoomRegistry | None = None
         self.reason = "the provider is not open yet"
@@ -45,6 +47,10 @@ class Service:
     @property
     def store_ok(self) -> bool:
         return self._store_ok is None or self._store_ok()
+
+    async def elsewhere(self) -> dict[str, tuple[int, bool]]:
+        """Rooms open anywhere in the cluster (nothing with one process)."""
+        return {} if self._directory is None else await self._directory()
 
     def checks(self) -> dict[str, str]:
         """What `/readyz` reports besides its status."""

@@ -198,3 +198,23 @@ async def test_stream_route_answers_from_any_process_of_the_person(
     for own in (bob, tab):  # the asker's own sockets show both from the HTTP exchange
         assert own.of("message") == [] and own.answers() == []
     await close_all(alice, bob, tab)
+
+
+async def test_every_process_lists_the_rooms_open_anywhere(
+    cluster: StartCluster, upstream: FakeUpstream
+) -> None:
+    nodes = await cluster(n=3)
+    await nodes.wait_ready()
+    peers = [*await joined(nodes, "Alice", "Bob"), Peer(nodes[2].url, "Carol", room="design")]
+    await peers[-1].join()
+    async with aiohttp.ClientSession() as http:
+        for node in nodes:
+            async with http.get(f"{node.url}/api/rooms") as resp:
+                rooms = {r["name"]: r["people"] for r in (await resp.json())["rooms"]}
+            assert rooms == {"main": 2, "design": 1}
+        await peers[-1].close()
+        await peers[0].wait_for("join")  # Bob's, after Alice's welcome: the room is settled
+        await asyncio.sleep(0.3)
+        async with http.get(f"{nodes[0].url}/api/rooms") as resp:
+            assert [r["name"] for r in (await resp.json())["rooms"]] == ["main"]
+    await close_all(*peers)

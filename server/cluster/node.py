@@ -16,7 +16,7 @@ from ..messages import new_id
 from ..rooms.emitter import Fanout
 from . import scripts
 from .relay import Relay
-from .scripts import GENERATION_KEY, NODES_KEY, RoomKeys, node_key, node_rooms_key
+from .scripts import GENERATION_KEY, NODES_KEY, ROOMS_KEY, RoomKeys, node_key, node_rooms_key
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,21 @@ class ClusterNode:
             logger.info("cleaned up after node %s (it stopped renewing; %d room(s))",
                         node, len(rooms))
 
+    async def rooms(self) -> dict[str, tuple[int, bool]]:
+        """Every room with someone in it, anywhere: its people and whether it is busy (nothing
+        while Redis does not answer)."""
+        try:
+            members: set[Any] = await self.redis.smembers(ROOMS_KEY)
+            names = sorted(str(name) for name in members)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.hlen(RoomKeys(name).key("people"))
+                    pipe.hexists(RoomKeys(name).key("state"), "busy")
+                found = await pipe.execute()
+        except RedisError:
+            return {}
+        return {name: (int(found[2 * i]), bool(found[2 * i + 1])) for i, name in enumerate(names)}
+
     async def forget_node_in(self, room: str, node: str) -> None:
         """The connections a node had in a room are gone."""
         keys = RoomKeys(room)
@@ -155,7 +170,7 @@ class ClusterNode:
         """Forget one connection: "gone" (unknown), "stays" (the person has another), "left"
         (the person left) or "empty" (the room's last person left: `emptied` runs, so the
         room's answer stops, then the thread is deleted)."""
-        result = await self.scripts.unbind(keys=RoomKeys(room).all, args=[conn])
+        result = await self.scripts.unbind(keys=RoomKeys(room).all, args=[conn, room])
         if result[0] != "empty":
             return str(result[0])
         logger.info("room %s is empty across the cluster", room)

@@ -258,7 +258,7 @@ class ClusterRoom:
         await node.redis.sadd(node_rooms_key(node.id), self.name)
         result = await node.scripts.bind(keys=self.keys.all, args=[
             node.conn(sid), wanted, new_id("u"), name, name_key(name), now_ms(), most, sid,
-            self.default_reply])
+            self.default_reply, self.name])
         if result[0] != "ok":
             raise _refusal(result[0], name)
         _, uid, first, at, users, history, busy, answer, text, reply, waiting = result

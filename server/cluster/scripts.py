@@ -28,7 +28,7 @@ class RoomKeys:
 
     @property
     def all(self) -> list[str]:
-        return [self.key(part) for part in ROOM_KEYS]
+        return [*(self.key(part) for part in ROOM_KEYS), ROOMS_KEY]
 
     @property
     def out(self) -> str:
@@ -55,10 +55,11 @@ def wake_key(node: str) -> str:
 
 
 NODES_KEY = "rt:nodes"
+ROOMS_KEY = "rt:rooms"  # the rooms with someone in them, anywhere
 GENERATION_KEY = "rt:generation"  # set once per Redis lifetime: a new value means data was lost
 
 # The KEYS of room scripts: 1 owner, 2 epoch, 3 out, 4 in, 5 state, 6 text, 7 history,
-# 8 people, 9 names, 10 namekeys, 11 conns, 12 count, 13 ids.
+# 8 people, 9 names, 10 namekeys, 11 conns, 12 count, 13 ids, 14 the set of open rooms.
 _PRELUDE = f"""
 local function emit(event, data, skip, hold)
   local args = {{'XADD', KEYS[3], 'MAXLEN', '~', {OUT_MAXLEN}, '*', 'e', event, 'd', data}}
@@ -79,7 +80,8 @@ end
 # Bind a connection to a person (the rules of rooms/roster.py's Roster.bind), announce the
 # person's first connection, and return the newcomer's snapshot at that very point.
 # ARGV: conn, wanted user id ('' if none), fresh user id, name, name key, now ms, max people,
-#       the connection's sid (skipped by its own join), the room's default reply mode
+#       the connection's sid (skipped by its own join), the room's default reply mode, the
+#       room's name
 BIND = _PRELUDE + """
 local conn = ARGV[1]
 if redis.call('HEXISTS', KEYS[11], conn) == 1 then return {'already_registered'} end
@@ -97,6 +99,7 @@ if not holder then
   redis.call('HSET', KEYS[10], uid, ARGV[5])
 end
 redis.call('HSET', KEYS[11], conn, uid)
+redis.call('SADD', KEYS[14], ARGV[10])
 local first = redis.call('HINCRBY', KEYS[12], uid, 1) == 1
 if first then emit('join', presence(uid, ARGV[4]), cjson.encode({ARGV[8]}), true) end
 local state = redis.call('HMGET', KEYS[5], 'busy', 'answer', 'reply', 'taken')
@@ -112,7 +115,7 @@ return {'ok', uid, first and '1' or '0', last_id(), redis.call('HVALS', KEYS[8])
 
 # Forget a connection; the person's last one leaves; the room's last person empties the room:
 # its state goes, its owner is fenced out, and the thread id is returned for deletion.
-# ARGV: conn
+# ARGV: conn, the room's name
 UNBIND = _PRELUDE + """
 local uid = redis.call('HGET', KEYS[11], ARGV[1])
 if not uid then return {'gone'} end
@@ -127,6 +130,7 @@ if redis.call('HINCRBY', KEYS[12], uid, -1) <= 0 then
   if redis.call('HLEN', KEYS[8]) == 0 then
     local thread = redis.call('HGET', KEYS[5], 'thread') or ''
     redis.call('DEL', KEYS[1], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[11], KEYS[12], KEYS[13])
+    redis.call('SREM', KEYS[14], ARGV[2])
     emit('~empty', '', '', false)
     return {'empty', thread}
   end

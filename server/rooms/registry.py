@@ -115,18 +115,23 @@ class RoomRegistry:
         """Everyone in every room."""
         return sum(room.headcount() for room in self._rooms.values())
 
-    def listing(self) -> list[dict[str, Any]]:
-        """Listed rooms, open or configured: the default first, then by name."""
+    def listing(
+        self, elsewhere: dict[str, tuple[int, bool]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Listed rooms, open or configured: the default first, then by name. `elsewhere`:
+        rooms open on other processes of a cluster, with their people and whether busy."""
+        elsewhere = elsewhere or {}
         names = {n for n, c in self.policy.configured.items() if c.listed}
         names |= {n for n, r in self._rooms.items() if r.config.listed}
+        names |= {n for n in elsewhere if self.policy.config(n).listed}
         names.add(self.policy.default_room)
         order = sorted(names, key=lambda n: (n != self.policy.default_room, n))
-        return [self._entry(name) for name in order]
+        return [self._entry(name, elsewhere.get(name, (0, False))) for name in order]
 
-    def _entry(self, name: str) -> dict[str, Any]:
+    def _entry(self, name: str, elsewhere: tuple[int, bool]) -> dict[str, Any]:
         room = self._rooms.get(name)
-        return {"name": name, "people": room.headcount() if room else 0,
-                "busy": room.busy if room else False}
+        people, busy = (room.headcount(), room.busy) if room else elsewhere
+        return {"name": name, "people": people, "busy": busy}
 
     # ----- requests -----
     async def register(

@@ -66,6 +66,10 @@ class RoomAccess(Protocol):
         """What the server depends on and how each is (for /readyz)."""
         ...
 
+    async def elsewhere(self) -> dict[str, tuple[int, bool]]:
+        """Rooms open on the cluster's other processes: people, and whether busy."""
+        ...
+
     def accepting(self) -> RoomRegistry:
         """The registry for a new person or message; RoomError `unavailable` when the server
         cannot take them (provider not open, or shutting down)."""

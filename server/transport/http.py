@@ -194,7 +194,9 @@ def rooms_handler(
             return _unauthorized("This server needs its password", metrics)
         found = access()
         registry = None if found is None else found.registry
-        return web.json_response({"rooms": [] if registry is None else registry.listing()})
+        if found is None or registry is None:
+            return web.json_response({"rooms": []})
+        return web.json_response({"rooms": registry.listing(await found.elsewhere())})
 
     return rooms
 
