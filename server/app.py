@@ -192,6 +192,7 @@ def _service_context(
         service = app[SERVICE_KEY] = Service(provider, make_registry, store_ok, directory)
         app[PROVIDER_KEY] = provider
         if node is not None:
+            metrics.cluster(lambda: float(node.healthy), lambda: _rooms_owned(service))
             node.delete_thread = _thread_deleter(provider)
             node.on_reset = _resync(app, service)
             await node.start()
@@ -236,6 +237,11 @@ def _resync(app: web.Application, service: Service) -> Any:
         await asyncio.gather(*(sio.disconnect(sid) for sid in sids), return_exceptions=True)
 
     return resync
+
+
+def _rooms_owned(service: Service) -> float:
+    rooms = [] if service.registry is None else service.registry.open_rooms()
+    return float(sum(isinstance(room, ClusterRoom) and room.owner is not None for room in rooms))
 
 
 def _thread_deleter(provider: Provider) -> Any:

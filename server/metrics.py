@@ -60,6 +60,23 @@ class Metrics:
         self.tool_calls = Counter(
             "roundtable_tool_calls", "Tool calls by tool and outcome (ok, failed).",
             ["tool", "outcome"], registry=r)
+        # with REDIS_URL (they stay 0 with one process)
+        self.rooms_acquired = Counter(
+            "roundtable_rooms_acquired", "Leases of rooms this process took.", registry=r)
+        self.leases_lost = Counter(
+            "roundtable_leases_lost", "Rooms this process found taken over while it ran them "
+            "(it was paused or cut off past the lease; its writes were refused).", registry=r)
+        self.answers_taken_over = Counter(
+            "roundtable_answers_taken_over", "Answers left open by a process that stopped, "
+            "ended here as cut short.", registry=r)
+
+    def cluster(self, redis_up: Callable[[], float], rooms_owned: Callable[[], float]) -> None:
+        """The cluster's gauges (with REDIS_URL)."""
+        r = self.registry
+        Gauge("roundtable_redis_up", "1 while Redis answers, else 0.",
+              registry=r).set_function(redis_up)
+        Gauge("roundtable_rooms_owned", "Rooms whose answers this process runs (it holds their "
+              "lease).", registry=r).set_function(rooms_owned)
 
     def gauges(
         self, rooms: Callable[[], float], people: Callable[[], float],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.cluster import StartCluster, cluster_fixture, redis_server_fixture  # noqa: F401
@@ -31,6 +32,14 @@ async def ended_elsewhere(peer: Peer, timeout: float = 15) -> dict[str, Any]:
     assert partial["incomplete"] is True
     assert partial["content"] and peer.streamed(partial["id"]) == partial["content"]
     return partial
+
+
+async def metric(url: str, name: str) -> float:
+    """One unlabelled sample from the process's /metrics."""
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    (line,) = [line for line in text.splitlines() if line.startswith(f"{name} ")]
+    return float(line.split()[1])
 
 
 def answered_once_in_order(peer: Peer, asked: list[str]) -> None:
@@ -62,6 +71,9 @@ async def test_kill_9_of_the_answering_process_the_room_carries_on(
         answered_once_in_order(peer, [first["id"], second["id"], third["id"]])
         assert [a["content"] for a in peer.answers()[1:]] == ["answer two", "answer three"]
     await bob.wait_for("leave", where=lambda d: d["name"] == "Alice", timeout=15)
+    scraped = [await metric(node.url, "roundtable_answers_taken_over_total") for node in nodes[1:]]
+    assert sorted(scraped) == [0, 1]
+    assert [await metric(node.url, "roundtable_redis_up") for node in nodes[1:]] == [1, 1]
     if llm_api == "assistants":  # the dead process's run was cancelled upstream
         assert upstream.active_runs() == []
         assert any(run["status"] == "cancelled" for run in upstream.runs.values())

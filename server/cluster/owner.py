@@ -151,6 +151,7 @@ class Owner:
         self.keys = RoomKeys(room.name)
         self._redis = redis
         self._provider = provider
+        self._metrics = metrics
         self.writer = Writer(redis, self.keys, token, on_fenced)
         self.thread = JournaledThread(provider)
         self.transcript = JournaledTranscript(self.thread)
@@ -212,6 +213,7 @@ class Owner:
                     await self._provider.cancel_active(self.thread.id)
                 except ProviderError as exc:
                     logger.warning("could not cancel the previous owner's run: %s", exc)
+        self._metrics.answers_taken_over.inc()
         await self.emit("message", Message.system(TAKEOVER_NOTICE).to_wire())
         if answer and text:
             message = Message.from_wire(json.loads(answer))

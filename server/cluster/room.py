@@ -170,12 +170,14 @@ class ClusterRoom:
             await owner.close()
             raise
         self._node.relay.own(self.name, inpos, owner.inbound)
+        self._metrics.rooms_acquired.inc()
         logger.info("this process now runs room %s (%s)", self.name, token)
 
     def _fenced(self) -> None:
         owner = self.owner
         if owner is None:
             return
+        self._metrics.leases_lost.inc()
         self.owner = None
         self._node.relay.disown(self.name)
         task = asyncio.get_running_loop().create_task(owner.close())
