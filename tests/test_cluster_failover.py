@@ -149,3 +149,26 @@ async def test_a_paused_process_never_writes_into_a_room_taken_over(
         await asyncio.sleep(0.1)
     assert not alice.sio.connected
     await close_all(alice, bob)
+
+
+async def test_a_turn_still_deciding_when_its_process_dies_is_answered_elsewhere(
+    cluster: StartCluster, upstream: FakeUpstream
+) -> None:
+    nodes = await cluster(n=2, REPLY_MODE="auto")
+    await nodes.wait_ready()
+    _alice, bob = await joined(nodes, "Alice", "Bob")
+    # "NO" may still become NO_REPLY: nothing is shown while the model hesitates
+    upstream.enqueue(Text("NOPE, nothing yet", chunks=["NO", "PE, nothing yet"], delay=5),
+                     Text("Here is my answer"))
+    asked = await bob.call("message", {"content": "what do you think?"})
+    await asyncio.sleep(1)
+    assert "ai-start" not in bob.names()
+    await nodes[0].kill()
+    await bob.wait_for("ai-end", timeout=15)
+    answered_once_in_order(bob, [asked["id"]])
+    assert bob.answers()[0]["content"] == "Here is my answer"
+    late = Peer(nodes[1].url, "Carol")
+    await late.join()
+    history = await late.wait_for("message-list")
+    assert [m["content"] for m in history] == ["what do you think?", "Here is my answer"]
+    await close_all(bob, late)

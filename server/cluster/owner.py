@@ -118,10 +118,16 @@ class JournaledTranscript(Transcript):
     writer: Writer | None = None
 
     def add(self, message: Message) -> None:
+        if any(known.id == message.id for known in self._recent()):
+            return  # a turn taken again after its owner stopped: its message is in already
         super().add(message)
         if self.writer is not None:
             self.writer.add("H", json.dumps(message.to_wire()))
             self.writer.soon()
+
+
+    def _recent(self) -> list[Message]:
+        return self._messages[-3:]
 
 
 class JournaledThread(RoomThread):

@@ -248,7 +248,9 @@ while i <= #ARGV do
   elseif op == 'T' then
     redis.call('HSET', KEYS[5], 'taken', ARGV[i + 1])
     if ARGV[i + 2] == '1' then
-      redis.call('HINCRBY', KEYS[5], 'queued', -1)
+      if tonumber(redis.call('HGET', KEYS[5], 'queued') or '0') > 0 then
+        redis.call('HINCRBY', KEYS[5], 'queued', -1)
+      end
       redis.call('HSET', KEYS[5], 'running', '1')
     end
     redis.call('XTRIM', KEYS[4], 'MINID', ARGV[i + 1])
@@ -273,11 +275,16 @@ end
 return 1
 """
 
-# What a new owner reads before it takes over. ARGV: none
+# What a new owner reads before it takes over: the state, the history, the people, the queued
+# messages (after the last one taken) and the inbound stream's end. ARGV: none
 TAKEOVER_STATE = """
-local state = redis.call('HMGET', KEYS[5], 'thread', 'reply', 'taken', 'busy', 'answer')
+local state = redis.call('HMGET', KEYS[5], 'thread', 'reply', 'taken', 'busy', 'answer',
+                         'running')
+-- A turn taken but never shown (an `auto` turn still deciding) is taken again.
+local from = '(' .. (state[3] or '0-0')
+if state[6] and not state[4] and state[3] then from = state[3] end
 local queued = {}
-for _, entry in ipairs(redis.call('XRANGE', KEYS[4], '(' .. (state[3] or '0-0'), '+')) do
+for _, entry in ipairs(redis.call('XRANGE', KEYS[4], from, '+')) do
   local f = {}
   local fields = entry[2]
   for j = 1, #fields, 2 do f[fields[j]] = fields[j + 1] end
