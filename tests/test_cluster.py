@@ -148,6 +148,7 @@ async def test_a_late_joiner_on_another_process_gets_the_answer_so_far_then_the_
     final = carol.answers()[-1]
     assert start["id"] == final["id"]
     assert start["content"] + carol.streamed(final["id"]) == final["content"]
+    await bob.wait_for("ai-end", count=2)
     assert final["content"] == bob.answers()[-1]["content"]
     await close_all(alice, bob, carol)
 

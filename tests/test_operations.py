@@ -87,7 +87,7 @@ async def test_metrics_token_is_required_when_set(start_server: StartServer):
 
 async def test_readyz_says_ready_when_the_provider_is_open(server: RunningServer):
     async with aiohttp.ClientSession() as http, http.get(f"{server.url}/readyz") as resp:
-        assert resp.status == 200 and await resp.json() == {"status": "ready"}
+        assert resp.status == 200 and await resp.json() == {"status": "ready", "provider": "open"}
 
 
 async def test_refused_connections_are_counted(start_server: StartServer):
