@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -194,7 +195,7 @@ def _service_context(
         if node is not None:
             metrics.cluster(lambda: float(node.healthy), lambda: _rooms_owned(service))
             node.delete_thread = _thread_deleter(provider)
-            node.on_reset = _resync(app, service)
+            node.on_reset = _resync(app, service, node)
             await node.start()
         await service.start()
         yield
@@ -218,12 +219,15 @@ def _cluster_node(
     return node
 
 
-def _resync(app: web.Application, service: Service) -> Any:
+def _resync(app: web.Application, service: Service, node: ClusterNode) -> Any:
     """The cluster's view here can no longer be trusted: rooms this process ran write back what
     they hold (when Redis lost its data), then every client reconnects and gets a fresh
     snapshot (web and terminal clients reconnect on their own)."""
 
     async def resync(lost: bool) -> None:
+        with contextlib.suppress(TimeoutError):  # so that the clients' registrations go through
+            async with asyncio.timeout(5.0):
+                await node.wait_healthy()
         registry = service.registry
         if lost and registry is not None:
             for room in registry.open_rooms():

@@ -100,3 +100,35 @@ async def test_while_redis_is_down_people_are_told_unavailable_then_it_recovers(
     assert again[1].answers()[-1]["content"] == "second answer"
     assert len(upstream.conversations) == 1  # the same thread goes on
     await close_all(*again)
+
+
+async def test_a_redis_restart_mid_answer_resyncs_clients_and_keeps_history_and_queue(
+    cluster: StartCluster, upstream: FakeUpstream, redis_server: RedisServer
+) -> None:
+    nodes = await cluster(n=2)
+    await nodes.wait_ready()
+    alice, bob = await joined(nodes, "Alice", "Bob")  # Alice's process runs the room
+    upstream.enqueue(Text("word " * 300, delay=0.05), Text("answer two"))
+    first = await alice.call("message", {"content": "a long one"})
+    await bob.wait_for("message-delta", count=3)
+    second = await bob.call("message", {"content": "two"})
+    assert first["ok"] and second["ok"]
+    await redis_server.restart()  # its data is gone
+    for peer in (alice, bob):  # told to re-sync
+        for _ in range(150):
+            if not peer.sio.connected:
+                break
+            await asyncio.sleep(0.1)
+        assert not peer.sio.connected
+    again = [Peer(nodes[0].url, "Alice", user_id=alice.user_id),
+             Peer(nodes[1].url, "Bob", user_id=bob.user_id)]
+    for peer in again:
+        await peer.join()
+    history = await again[1].wait_for("message-list")
+    assert history[0]["content"] == "a long one" and len(history) == 2
+    assert history[1]["incomplete"] is True and history[1]["content"].startswith("word")
+    await again[1].wait_for("ai-end", timeout=20)
+    assert again[1].answers()[-1]["reply_to"] == second["id"]
+    assert again[1].answers()[-1]["content"] == "answer two"
+    assert len(upstream.conversations) == 1
+    await close_all(*again)

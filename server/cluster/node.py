@@ -51,8 +51,9 @@ class ClusterNode:
         )
         self.scripts = Scripts(self.redis)
         self.relay = Relay(self.redis, self.id, fanout, self._reader_health)
-        self.healthy = False
-        self._reading = True
+        self._beating = False  # the last heartbeat reached Redis
+        self._reading = True  # the reader is not retrying
+        self._up = asyncio.Event()  # set while healthy
         self.delete_thread: DeleteThread = _keep_thread
         # What to do when this process's view of the cluster can no longer be trusted (Redis
         # lost its data, or this process was taken for dead): the app re-syncs its clients.
@@ -65,6 +66,11 @@ class ClusterNode:
     @property
     def lease_ms(self) -> int:
         return int(self.lease * 1000)
+
+    @property
+    def generation(self) -> str:
+        """The Redis lifetime this process knows (see GENERATION_KEY)."""
+        return self._generation or ""
 
     def conn(self, sid: str) -> str:
         """A connection as the cluster names it: this node's id and the sid."""
@@ -89,9 +95,24 @@ class ClusterNode:
             await self.redis.srem(NODES_KEY, self.id)
         await self.redis.aclose()
 
+    @property
+    def healthy(self) -> bool:
+        """Whether Redis answers (the heartbeat and the reader both reach it)."""
+        return self._beating and self._reading
+
     def _reader_health(self, ok: bool) -> None:
         self._reading = ok
-        self.healthy = ok and self.healthy
+        self._noticed()
+
+    def _noticed(self) -> None:
+        if self.healthy:
+            self._up.set()
+        else:
+            self._up.clear()
+
+    async def wait_healthy(self) -> None:
+        """Until Redis answers."""
+        await self._up.wait()
 
     async def _heartbeat(self) -> None:
         while True:
@@ -108,13 +129,15 @@ class ClusterNode:
                 pipe.get(GENERATION_KEY)
                 alive, *_, generation = await pipe.execute()
         except RedisError as exc:
-            if self.healthy:
+            if self._beating:
                 logger.warning("Redis is not answering (%s)", exc)
-            self.healthy = False
+            self._beating = False
+            self._noticed()
             return
-        if not self.healthy:
+        if not self._beating:
             logger.info("Redis is answering")
-        self.healthy = self._reading
+        self._beating = True
+        self._noticed()
         known, self._generation = self._generation, generation
         if known is not None and generation != known:
             logger.warning("Redis lost its data (restarted); the rooms here re-sync")

@@ -36,8 +36,14 @@ TAKEOVER_NOTICE = ("The assistant's server stopped while it was answering; the a
 RETRY = (0.05, 0.1, 0.25, 0.5, 1.0)
 
 
-class Fenced(Exception):
-    """This process no longer holds the room's lease."""
+def queued_fields(item: Turn | Note) -> tuple[str, str, str, str, str]:
+    """A queued item as the inbound stream holds it: message, kind, mentioned, may pass,
+    quiet sids."""
+    if isinstance(item, Note):
+        return json.dumps(item.message.to_wire()), "note", "0", "0", ""
+    quiet = json.dumps(sorted(item.quiet)) if item.quiet else ""
+    return (json.dumps(item.message.to_wire()), "turn", "1" if item.mentioned else "0",
+            "1" if item.may_pass else "0", quiet)
 
 
 class Writer:

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 BLOCK_MS = 2000  # one XREAD waits this long at most (the wake stream ends it sooner)
 READ_COUNT = 1000  # entries per stream per read
-RETRY = (0.1, 0.25, 0.5, 1.0, 2.0)  # seconds between attempts while Redis cannot be read
+RETRY = (0.05, 0.1, 0.2, 0.5, 1.0)  # seconds between attempts while Redis cannot be read
 
 Fields = dict[str, str]
 Entry = tuple[str, Fields]
@@ -131,11 +131,12 @@ class Relay:
         failures = 0
         while True:
             try:
-                await self._read_once()
-                if failures:
+                if failures:  # answering again? say so now, not after a read that may block
+                    await self._redis.ping()
                     logger.info("reading Redis again")
                     self._on_health(True)
-                failures = 0
+                    failures = 0
+                await self._read_once()
             except RedisError as exc:
                 if not failures:
                     logger.warning("cannot read Redis (%s); retrying", exc)

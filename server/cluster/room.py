@@ -28,7 +28,7 @@ from ..rooms.side_channel import SideChannel
 from ..rooms.turns import Turn
 from ..tools import ToolRegistry
 from .node import ClusterNode
-from .owner import Owner, Writer
+from .owner import Owner, Writer, queued_fields
 from .scripts import RoomKeys, node_rooms_key
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class ClusterRoom:
         self._answering: dict[str, str] = {}  # answer id -> the message it answers
         self._listening: dict[str, AsyncIterator[str]] = {}  # /stream asks, by message id
         self.owner: Owner | None = None
+        self._held: Owner | None = None  # the last owner here (what it holds outlives its lease)
         self._lease: asyncio.Task[None] | None = None
         self._ending: set[asyncio.Task[None]] = set()  # owners fenced out, winding down
         self._closing = False
@@ -149,7 +150,8 @@ class ClusterRoom:
         while not self._closing:
             try:
                 if self.owner is None:
-                    token = await node.scripts.acquire(keys=keys, args=[node.id, node.lease_ms])
+                    token = await node.scripts.acquire(
+                        keys=keys, args=[node.id, node.lease_ms, node.generation])
                     if token:
                         await self._take_over(token)
                 elif not await node.scripts.renew(keys=keys,
@@ -162,7 +164,7 @@ class ClusterRoom:
     async def _take_over(self, token: str) -> None:
         owner = Owner(self._node.redis, self, token, self._provider, self.profile.name,
                       self._tools, self, self.limits.turns(), self._metrics, self._fenced)
-        self.owner = owner
+        self.owner = self._held = owner
         try:
             inpos = await owner.take_over()
         except BaseException:
@@ -205,23 +207,24 @@ class ClusterRoom:
 
     async def _emptied(self) -> None:
         """No one is left anywhere: the answer and the queue go before the thread does."""
-        owner, self.owner = self.owner, None
+        owner, self.owner, self._held = self.owner, None, None
         if owner is not None:
             self._node.relay.disown(self.name)
             await owner.close()
 
     async def reseed(self) -> None:
-        """Redis lost its data: if this process ran the room, it writes back what it holds (the
-        history, the thread, the reply mode) before its clients re-sync; the answer in flight
-        ends."""
-        owner, self.owner = self.owner, None
+        """Redis lost its data: if this process ran the room last, it writes back what it holds
+        (the history, the thread, the reply mode, the messages waiting) before its clients
+        re-sync; the answer in flight ends, kept as cut short."""
+        owner, self.owner, self._held = self.owner or self._held, None, None
         if owner is None:
             return
         self._node.relay.disown(self.name)
         owner.writer.fence()
-        await owner.close()
+        await owner.close()  # the answer in flight enters the transcript, incomplete
         node = self._node
-        token = await node.scripts.acquire(keys=self.keys.all, args=[node.id, node.lease_ms])
+        token = await node.scripts.acquire(keys=self.keys.all,
+                                           args=[node.id, node.lease_ms, node.generation])
         if not token:
             logger.warning("another process took room %s first; its history starts again",
                            self.name)
@@ -232,9 +235,12 @@ class ClusterRoom:
         if owner.thread.id is not None:
             seed.add("R", owner.thread.id)
         seed.add("P", self.reply)
+        for item in owner.engine.pending():
+            seed.add("Q", *queued_fields(item))
         await seed.flush()
         await node.scripts.release(keys=self.keys.all, args=[token])
-        logger.info("wrote room %s back to Redis (%d messages)", self.name, len(owner.transcript))
+        logger.info("wrote room %s back to Redis (%d messages, %d waiting)", self.name,
+                    len(owner.transcript), len(owner.engine.pending()))
 
     def pause(self) -> asyncio.Task[None] | None:
         return None if self.owner is None else self.owner.pause()

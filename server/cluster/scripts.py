@@ -179,9 +179,12 @@ emit('message', ARGV[4], '', false)
 return 1
 """
 
-# The owner's lease. ARGV: node, lease ms. Returns the fencing token, or nil if owned.
-ACQUIRE = """
+# The owner's lease. ARGV: node, lease ms, the Redis generation the node knows. Returns the
+# fencing token, or nil if owned (or if Redis lost its data and the node has not noticed yet:
+# the room's last owner writes it back first).
+ACQUIRE = f"""
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+if redis.call('GET', '{GENERATION_KEY}') ~= ARGV[3] then return false end
 local token = ARGV[1] .. ':' .. redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
 return token
@@ -211,6 +214,8 @@ return redis.call('DEL', KEYS[1])
 #   R thread                 the thread's id
 #   C                        the history was cleared
 #   P mode                   the reply mode (seeding a Redis that lost its data)
+#   Q message kind mentioned may-pass quiet
+#                            a queued message (seeding a Redis that lost its data)
 WRITE = _PRELUDE + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local mark = ARGV[1] .. '#'
@@ -268,6 +273,11 @@ while i <= #ARGV do
   elseif op == 'P' then
     redis.call('HSET', KEYS[5], 'reply', ARGV[i + 1])
     i = i + 2
+  elseif op == 'Q' then
+    redis.call('XADD', KEYS[4], '*', 'k', 'msg', 'd', ARGV[i + 1], 't', ARGV[i + 2],
+               'm', ARGV[i + 3], 'p', ARGV[i + 4], 'q', ARGV[i + 5])
+    if ARGV[i + 2] == 'turn' then redis.call('HINCRBY', KEYS[5], 'queued', 1) end
+    i = i + 6
   else
     return redis.error_reply('unknown operation ' .. op)
   end

@@ -152,6 +152,10 @@ class TurnEngine:
         """Messages accepted but not yet in the thread, in order."""
         return [item.message for item in self._queued]
 
+    def pending(self) -> list[Turn | Note]:
+        """The queue itself, in order (a cluster hands it on when its store lost it)."""
+        return list(self._queued)
+
     def start(self) -> None:
         self._worker = asyncio.create_task(self._work(), name="turn-worker")
 
@@ -224,7 +228,7 @@ class TurnEngine:
                 raise
             finally:
                 self._task = None
-            self._journaled("finished", turn)
+                self._journaled("finished", turn)
 
     def _journaled(self, what: str, item: Turn | Note) -> None:
         if self._journal is not None:
