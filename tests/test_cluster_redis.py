@@ -125,7 +125,8 @@ async def test_a_redis_restart_mid_answer_resyncs_clients_and_keeps_history_and_
     for peer in again:
         await peer.join()
     history = await again[1].wait_for("message-list")
-    assert history[0]["content"] == "a long one" and len(history) == 2
+    assert history[0]["content"] == "a long one"
+    assert history[2:] in ([], [m for m in history if m["id"] == second["id"]])  # taken yet?
     assert history[1]["incomplete"] is True and history[1]["content"].startswith("word")
     await again[1].wait_for("ai-end", timeout=20)
     assert again[1].answers()[-1]["reply_to"] == second["id"]

@@ -265,6 +265,19 @@ class Owner:
         await self.writer.flush()
         await self.writer.close()
 
+    async def seed(self, token: str, reply: str) -> None:
+        """Write what this (closed) owner holds into a Redis that lost it, under `token`: the
+        history, the thread, the reply mode and the queue."""
+        seed = Writer(self._redis, self.keys, token, lambda: None)
+        for message in self.transcript:
+            seed.add("H", json.dumps(message.to_wire()))
+        if self.thread.id is not None:
+            seed.add("R", self.thread.id)
+        seed.add("P", reply)
+        for item in self.engine.pending():
+            seed.add("Q", *queued_fields(item))
+        await seed.flush()
+
     async def reset(self) -> None:
         """The room emptied: drop the queue and the answer; the thread is deleted elsewhere."""
         await self.engine.reset()

@@ -28,7 +28,7 @@ from ..rooms.side_channel import SideChannel
 from ..rooms.turns import Turn
 from ..tools import ToolRegistry
 from .node import ClusterNode
-from .owner import Owner, Writer, queued_fields
+from .owner import Owner
 from .scripts import RoomKeys, node_rooms_key
 
 logger = logging.getLogger(__name__)
@@ -229,15 +229,7 @@ class ClusterRoom:
             logger.warning("another process took room %s first; its history starts again",
                            self.name)
             return
-        seed = Writer(node.redis, self.keys, token, lambda: None)
-        for message in owner.transcript:
-            seed.add("H", json.dumps(message.to_wire()))
-        if owner.thread.id is not None:
-            seed.add("R", owner.thread.id)
-        seed.add("P", self.reply)
-        for item in owner.engine.pending():
-            seed.add("Q", *queued_fields(item))
-        await seed.flush()
+        await owner.seed(token, self.reply)
         await node.scripts.release(keys=self.keys.all, args=[token])
         logger.info("wrote room %s back to Redis (%d messages, %d waiting)", self.name,
                     len(owner.transcript), len(owner.engine.pending()))
