@@ -107,23 +107,34 @@ class Side:
     """The server side's CPU: several processes, summed for `run.one_turn`; each call also
     remembers every process's own figure, so `window()` splits the last measured one."""
 
-    def __init__(self, named: dict[str, psutil.Process]) -> None:
+    def __init__(self, named: dict[str, list[psutil.Process]]) -> None:
         self.named = named
-        self.marks: list[dict[str, float]] = []
+        self.marks: list[dict[str, tuple[float, float]]] = []
+        self.switches: list[dict[str, tuple[int, int]]] = []
 
     def cpu_split(self) -> tuple[float, float]:
-        user = system = 0.0
-        mark: dict[str, float] = {}
-        for name, ps in self.named.items():
-            t = ps.cpu_times()
-            user, system = user + t.user, system + t.system
-            mark[name] = mark.get(name, 0.0) + t.user + t.system
+        mark: dict[str, tuple[float, float]] = {}
+        switches: dict[str, tuple[int, int]] = {}
+        for name, group in self.named.items():
+            times = [ps.cpu_times() for ps in group]
+            mark[name] = (sum(t.user for t in times), sum(t.system for t in times))
+            ctx = [ps.num_ctx_switches() for ps in group]
+            switches[name] = (sum(c.voluntary for c in ctx), sum(c.involuntary for c in ctx))
         self.marks.append(mark)
-        return user, system
+        self.switches.append(switches)
+        return sum(u for u, _ in mark.values()), sum(s for _, s in mark.values())
 
-    def window(self) -> dict[str, float]:
+    def switches_window(self) -> dict[str, list[int]]:
+        """Context switches (voluntary, involuntary) of each name between the last two calls."""
+        a, b = self.switches[-2], self.switches[-1]
+        return {name: [b[name][0] - a[name][0], b[name][1] - a[name][1]] for name in b}
+
+    def window(self, part: int | None = None) -> dict[str, float]:
+        """CPU seconds of each name between the last two calls: user + system, or only user
+        (`part` 0) or system (1)."""
         a, b = self.marks[-2], self.marks[-1]
-        return {name: b[name] - a[name] for name in b}
+        parts = (0, 1) if part is None else (part,)
+        return {name: sum(b[name][i] - a[name][i] for i in parts) for name in b}
 
 
 async def wait_ready(url: str, timeout: float = 20) -> None:  # noqa: ASYNC109
@@ -191,6 +202,18 @@ async def owner_writes(redis_url: str, t0_ms: float, n: int, interval_ms: float
             "max_ms": vals[-1] if vals else None, "worst": late[-5:]}
 
 
+async def redis_clients(redis_url: str) -> int:
+    """Connections Redis has open (the servers' pools, and this one)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        info: dict[str, Any] = await client.info("clients")
+    finally:
+        await client.aclose()
+    return int(info.get("connected_clients", 0))
+
+
 async def cluster_session(procs: Procs, up: run.Upstream, mode: str, impl: str, processes: int,
                           clients: int, deflate: bool, n: int, interval: float, probes: int,
                           log: Path, profile: Path | None = None) -> dict[str, Any]:
@@ -198,10 +221,11 @@ async def cluster_session(procs: Procs, up: run.Upstream, mode: str, impl: str, 
     `profile`, py-spy records every server process during the paced answer (`-owner`,
     `-other` before the suffix), which costs CPU: not for the figures."""
     cluster = mode == "cluster"
+    log_from = log_size(log)
     out: dict[str, Any] = {"mode": mode, "impl": impl, "processes": processes if cluster else 1,
                            "clients": clients, "deflate": deflate, "loadavg": os.getloadavg()}
     async with contextlib.AsyncExitStack() as stack:
-        named: dict[str, psutil.Process] = {}
+        named: dict[str, list[psutil.Process]] = {}
         redis: RedisServer | None = None
         servers: list[run.Server] = []
         if cluster:
@@ -233,14 +257,17 @@ async def cluster_session(procs: Procs, up: run.Upstream, mode: str, impl: str, 
                 owner = 0 if found is None else found
             else:
                 out["owner_group"] = 0
-            for k, srv in enumerate(servers):
+            for k, srv in enumerate(servers):  # "other": every process but the owner
                 assert srv.ps is not None
-                named["owner" if k == owner else "other"] = srv.ps  # "other": summed
+                named.setdefault("owner" if k == owner else "other", []).append(srv.ps)
             if redis is not None:
                 assert redis.ps is not None
-                named["redis"] = redis.ps
+                named["redis"] = [redis.ps]
             await asyncio.sleep(1.0)
             out["rss_connected"] = sum(s.rss() for s in servers)
+            out["rss_by_process_mb"] = [s.rss() / 2**20 for s in servers]
+            if redis is not None:
+                out["redis_clients"] = await redis_clients(redis.url)
             out["rss_per_client_kb"] = (out["rss_connected"] - out["rss_idle"]) / clients / 1024
             side = Side(named)
             out["warmup"] = await run.one_turn(up, side, gens, 20, 0.0, 30)
@@ -263,6 +290,8 @@ async def cluster_session(procs: Procs, up: run.Upstream, mode: str, impl: str, 
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(spy.wait(), 30)
             out["cpu_by_process"] = side.window()
+            out["cpu_user_by_process"] = side.window(0)
+            out["ctx_switches_by_process"] = side.switches_window()
             if redis is not None:  # 1 ms resolution (stream ids); t0 from the upstream
                 t0_ms = ((await up.last()).get("t0") or 0) * 1000
                 out["owner_writes"] = await owner_writes(redis.url, t0_ms, n, interval * 1000)
@@ -281,7 +310,26 @@ async def cluster_session(procs: Procs, up: run.Upstream, mode: str, impl: str, 
             for g in gens:
                 g.close()
                 await procs.stop(g.proc)
+            out["server_warnings"] = warnings_since(log, log_from)
     return out
+
+
+def log_size(log: Path) -> int:
+    """Bytes in the log so far (0 before it exists)."""
+    try:
+        return os.stat(log).st_size
+    except OSError:
+        return 0
+
+
+def warnings_since(log: Path, start: int) -> list[str]:
+    """The servers' WARNING and ERROR lines written to the log since `start` (bytes): e.g. a
+    cluster process that could not reach Redis during the session."""
+    with contextlib.suppress(OSError), open(log, "rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
+        return [line for line in text.splitlines() if " WARNING " in line or " ERROR " in line]
+    return []
 
 
 def first_delta(answers: list[dict[str, Any]]) -> dict[str, float]:
