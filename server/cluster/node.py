@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from ..messages import new_id
@@ -21,6 +21,8 @@ from .scripts import GENERATION_KEY, NODES_KEY, ROOMS_KEY, RoomKeys, node_key, n
 logger = logging.getLogger(__name__)
 
 DeleteThread = Callable[[str], Awaitable[None]]
+POOL_SIZE = 32  # Redis connections per process (one is the reader's, blocked in XREAD)
+POOL_WAIT = 10.0  # seconds a command waits for a free connection before it fails
 
 
 class Scripts:
@@ -45,10 +47,10 @@ class ClusterNode:
     def __init__(self, url: str, lease: float, fanout: Fanout) -> None:
         self.id = new_id("n")
         self.lease = lease
-        self.redis = Redis.from_url(
-            url, decode_responses=True, protocol=2, socket_timeout=5.0,
-            socket_connect_timeout=2.0, health_check_interval=1,
-        )
+        # A blocking pool: a burst of registrations waits for a connection instead of failing
+        # (and starving the heartbeat, which would make this process look dead).
+        self.redis = _client(url, POOL_SIZE)
+        self._beat_redis = _client(url, 1)  # the heartbeat never waits behind the rooms
         self.scripts = Scripts(self.redis)
         self.relay = Relay(self.redis, self.id, fanout, self._reader_health)
         self._beating = False  # the last heartbeat reached Redis
@@ -94,6 +96,7 @@ class ClusterNode:
             await self.redis.delete(node_key(self.id), node_rooms_key(self.id))
             await self.redis.srem(NODES_KEY, self.id)
         await self.redis.aclose()
+        await self._beat_redis.aclose()
 
     @property
     def healthy(self) -> bool:
@@ -122,7 +125,7 @@ class ClusterNode:
     async def _beat(self) -> None:
         """Renew this node's key; notice a Redis that lost its data; bury dead nodes."""
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
+            async with self._beat_redis.pipeline(transaction=True) as pipe:
                 pipe.set(node_key(self.id), "1", px=self.lease_ms, get=True)
                 pipe.sadd(NODES_KEY, self.id)
                 pipe.set(GENERATION_KEY, new_id("g"), nx=True)
@@ -202,6 +205,14 @@ class ClusterNode:
         if result[1]:
             await self.delete_thread(result[1])
         return "empty"
+
+
+def _client(url: str, connections: int) -> Redis:
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=connections, timeout=POOL_WAIT, decode_responses=True,
+        protocol=2, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=1,
+    )
+    return Redis.from_pool(pool)  # closed with the client
 
 
 async def _keep_thread(thread_id: str) -> None:

@@ -104,7 +104,7 @@ class Relay:
 
     def _poke(self) -> None:
         """End the read in progress so the reader sees what changed."""
-        if self._task is not None:
+        if self._task is not None and not self._waking:  # one wake in flight is enough
             task = asyncio.get_running_loop().create_task(self._send_wake())
             self._waking.add(task)
             task.add_done_callback(self._waking.discard)

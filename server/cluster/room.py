@@ -65,6 +65,7 @@ class ClusterRoom:
         self._reserved = {name_key(n) for n in ("system", profile.name, handle)}
         self._sids: dict[str, tuple[str, str]] = {}  # sid here -> (user id, nickname)
         self._users: dict[str, dict[str, Any]] = {}  # everyone in the room, by user id
+        self._decoded: dict[str, dict[str, Any]] = {}  # a person's JSON in Redis -> the person
         self._busy = False
         self._side = SideChannel()
         self._answering: dict[str, str] = {}  # answer id -> the message it answers
@@ -263,7 +264,7 @@ class ClusterRoom:
             raise _refusal(result[0], name)
         _, uid, first, at, users, history, busy, answer, text, reply, waiting = result
         self._sids[sid] = (uid, name)
-        self._users = {u["user_id"]: u for u in map(json.loads, users)}
+        self._users = self._people(users)
         self._busy, self.reply = bool(busy), reply
         welcome = {"user_id": uid, "name": name, "users": self.users(),
                    "assistant": {"name": self.profile.name, "handle": self.handle,
@@ -378,6 +379,14 @@ class ClusterRoom:
                 logger.info("%s left room %s", name, self.name)
         except RedisError as exc:  # the node's clean-up forgets it once this process stops
             logger.warning("could not unbind a connection in room %s: %s", self.name, exc)
+
+    def _people(self, wires: list[str]) -> dict[str, dict[str, Any]]:
+        """Everyone in the room from their JSON, decoding only the people not seen before (a
+        newcomer's snapshot lists everyone: in a large room, thousands per arrival)."""
+        known, self._decoded = self._decoded, {}
+        for wire in wires:
+            self._decoded[wire] = known.get(wire) or json.loads(wire)
+        return {person["user_id"]: person for person in self._decoded.values()}
 
     def _person(self, sid: str) -> tuple[str, str]:
         found = self._sids.get(sid)
