@@ -202,6 +202,19 @@ async def owner_writes(redis_url: str, t0_ms: float, n: int, interval_ms: float
             "max_ms": vals[-1] if vals else None, "worst": late[-5:]}
 
 
+async def redis_commandstats(redis_url: str) -> dict[str, list[int]]:
+    """Redis's INFO commandstats: command -> [calls, usec] since redis-server started."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        info: dict[str, Any] = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return {name.removeprefix("cmdstat_"): [int(v["calls"]), int(v["usec"])]
+            for name, v in info.items() if isinstance(v, dict)}
+
+
 async def redis_clients(redis_url: str) -> int:
     """Connections Redis has open (the servers' pools, and this one)."""
     from redis.asyncio import Redis
@@ -284,7 +297,15 @@ async def cluster_session(procs: Procs, up: run.Upstream, mode: str, impl: str, 
                     role = "owner" if k == owner else f"other{k}"
                     path = profile.with_name(f"{profile.stem}-{mode}-{role}{profile.suffix}")
                     spies.append(await run.start_profile(procs, srv, path, n * interval))
+            stats_before = await redis_commandstats(redis.url) if redis is not None else {}
             out["paced"] = await run.one_turn(up, side, gens, n, interval, n * interval + 120)
+            if redis is not None:  # what the answer cost Redis, by command (INFO commandstats)
+                stats_after = await redis_commandstats(redis.url)
+                out["redis_commands"] = {
+                    cmd: [calls - stats_before.get(cmd, [0, 0])[0],
+                          usec - stats_before.get(cmd, [0, 0])[1]]
+                    for cmd, (calls, usec) in sorted(stats_after.items())
+                    if calls != stats_before.get(cmd, [0, 0])[0] and cmd != "info"}
             for spy in spies:
                 if spy is not None:
                     with contextlib.suppress(TimeoutError):

@@ -108,6 +108,10 @@ def summary(sessions: list[Session]) -> dict[str, Any]:
     c["owner_cpu_s"] = [s["cpu_by_process"].get("owner", math.nan) for s in cluster]
     c["other_cpu_s"] = [s["cpu_by_process"].get("other", math.nan) for s in cluster]
     c["owner_ok"] = all(b.get("owner_group") == 0 for _, b in every)
+    c["redis_calls"] = {cmd: [float(s.get("redis_commands", {}).get(cmd, [math.nan])[0])
+                              for s in cluster] for cmd in ("evalsha", "xread", "xadd")}
+    c["redis_calls"]["all"] = [float(sum(v[0] for v in s["redis_commands"].values()))
+                               if "redis_commands" in s else math.nan for s in cluster]
     out["cpu_ratio_pairs"] = [us(b) / us(a) for a, b in ps if us(a) > 0]
     out["cpu_ratio_of_medians"] = (_med(c["cpu_us"]) / _med(out["single"]["cpu_us"])
                                    if ps else math.nan)
@@ -163,6 +167,10 @@ def table(sessions: list[Session]) -> str:
         f"| … of which the owner process / the other / redis-server | – | "
         f"{_span(c['owner_cpu_s'], 2)} / {_span(c['other_cpu_s'], 2)} / "
         f"{_span(c['redis_cpu_s'], 2)} | – |",
+        *(["| Redis commands during the answer: all / EVALSHA / XREAD / XADD | – | "
+            + " / ".join(_span(c["redis_calls"][k], 0) for k in ("all", "evalsha", "xread",
+                                                                   "xadd"))
+            + " | – |"] if any(not math.isnan(v) for v in c["redis_calls"]["all"]) else []),
         f"| **CPU µs per delivered delta** (cluster ≤ {CPU_RATIO}×) | {_span(a['cpu_us'], 2)} "
         f"| {_span(c['cpu_us'], 2)} | {_mark(t['cpu_ratio'])} **{ratio:.2f}×** (per pair "
         f"{_span(s['cpu_ratio_pairs'], 2)}) |",
@@ -204,10 +212,13 @@ def line(session: Session) -> str:
     warned = len(session.get("server_warnings", []))
     firsts = ", ".join(f"g{g} {v:.2f}" for g, v in sorted(session["first_delta"].items()))
     cpu = ", ".join(f"{k} {v:.2f}" for k, v in session.get("cpu_by_process", {}).items())
+    cmds = session.get("redis_commands")
+    redis = (", redis calls " + " ".join(f"{k} {v[0]}" for k, v in sorted(
+        cmds.items(), key=lambda kv: -kv[1][0])[:4])) if cmds else ""
     return (f"p50 {t['p50_ms']:.1f} p99 {t['p99_ms']:.1f} ms, pace {t['kept_pace']}/"
             f"{t['clients']}, lost {t['lost_chunks']} reord {t['reordered']} mism "
             f"{t['text_mismatch_clients']}, {t['deltas_received']} deliveries, "
             f"{t['cpu_us_per_delivery']:.2f} us/delivery (cpu s: {cpu}), first delta ms "
             f"after t0: {firsts} (owner group {session.get('owner_group')}), disc "
             f"{session.get('disconnects')}, registered {session.get('connected_ok')}, "
-            f"{warned} server warnings")
+            f"{warned} server warnings{redis}")

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -695,7 +696,14 @@ def parse_rooms_case(text: str) -> tuple[int, int, int] | None:
 
 async def start_profile(procs: Procs, srv: Server, path: Path, seconds: float
                         ) -> asyncio.subprocess.Process | None:
-    """py-spy record of the server while the paced answer streams (if py-spy is installed)."""
+    """py-spy record of the server while the paced answer streams (if py-spy is installed).
+    With BENCH_PERF=1, `perf record -e cpu-clock` instead (`<path>.perf.data`): on-CPU samples
+    only (py-spy's are wall-clock, a preempted process included), C and kernel symbols only."""
+    if os.environ.get("BENCH_PERF") and shutil.which("perf") and srv.proc is not None:
+        cmd = pinned(["perf", "record", "-e", "cpu-clock", "-F", "1000", "-p", str(srv.proc.pid),
+                      "-o", str(path.with_suffix(".perf.data")), "--", "sleep",
+                      str(max(1, int(seconds) - 1))], CLIENT_CORE)
+        return await procs.start(cmd, stdout=False, log=path.with_suffix(".log"))
     spy = Path(PY).parent / "py-spy"
     if not spy.exists() or srv.proc is None:
         return None

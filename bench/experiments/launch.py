@@ -23,6 +23,11 @@ Variants (combine with commas or "+"):
               per-message parameter transform (~0.3 ms per history message on this machine)
               (the server has done this itself since; kept to re-measure)
   nowindow    every delta sent as it arrives, whatever the room's size (no 16 ms merge window)
+  oneroom     the room registry opens a room only if none of that name is open (the server's
+              `self._rooms.get(name) or await self._open(config)` tests the room's truth value,
+              and a room's len() is its registered connections on this process: while a
+              cluster process's first registration waits for Redis the room is "empty", so each
+              registration arriving meanwhile opens, and keeps, a room of its own)
   crossroom   a planted fault: every message-delta also reaches one connection of another room,
               to check that the bench's many-rooms case reports cross-room deliveries
 
@@ -367,6 +372,23 @@ def patch_slimenv() -> None:
     handlers.RoomHandlers.connect = connect  # type: ignore[method-assign]
 
 
+# ----- oneroom --------------------------------------------------------------------------------
+
+def patch_oneroom() -> None:
+    """RoomRegistry._open returns the open room of that name if there is one."""
+    import server.rooms.registry as registry
+
+    original = registry.RoomRegistry._open
+
+    async def _open(self: Any, config: Any) -> Any:
+        room = self._rooms.get(config.name)
+        if room is not None:  # open, even if no registration here has completed yet
+            return room
+        return await original(self, config)
+
+    registry.RoomRegistry._open = _open  # type: ignore[method-assign]
+
+
 # ----- main -----------------------------------------------------------------------------------
 
 def apply(variants: list[str]) -> None:
@@ -374,7 +396,7 @@ def apply(variants: list[str]) -> None:
     import server.transport.emitter as emitters
 
     known = {"nodeflate", "uvloop", "coalesce", "fastpath", "notransform", "probe", "slimenv",
-             "nowindow", "crossroom"}
+             "nowindow", "crossroom", "oneroom"}
     unknown = set(variants) - known
     if unknown:
         raise SystemExit(f"unknown variants: {', '.join(sorted(unknown))}")
@@ -394,6 +416,8 @@ def apply(variants: list[str]) -> None:
         patch_probe()
     if "slimenv" in variants:
         patch_slimenv()
+    if "oneroom" in variants:
+        patch_oneroom()
     if "nowindow" in variants:  # every delta sent as it arrives, whatever the room's size
         import server.rooms.turns
         server.rooms.turns.BATCH_WINDOW = 0.0
