@@ -219,3 +219,17 @@ async def test_every_process_lists_the_rooms_open_anywhere(
         async with http.get(f"{nodes[0].url}/api/rooms") as resp:
             assert [r["name"] for r in (await resp.json())["rooms"]] == ["main"]
     await close_all(*peers)
+
+
+async def test_a_burst_of_registrations_on_one_process_opens_the_room_once(
+    cluster: StartCluster, upstream: FakeUpstream
+) -> None:
+    nodes = await cluster(n=2)
+    await nodes.wait_ready()
+    peers = [Peer(nodes[1].url, f"P{i}") for i in range(30)]
+    await asyncio.gather(*(peer.connect() for peer in peers))
+    acks = await asyncio.gather(*(peer.call("register", {"name": p.name}) for p in peers
+                                  for peer in [p]))
+    assert all(ack["ok"] for ack in acks)
+    assert nodes[1].output().count("opened room main") == 1
+    await close_all(*peers)

@@ -120,9 +120,10 @@ class Relay:
         self._task = asyncio.create_task(self._read_forever(), name="cluster-relay")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        task = self._task
+        while task is not None and not task.done():  # a read blocked in redis-py may need
+            task.cancel()                            # more than one cancel to end
+            await asyncio.wait({task}, timeout=1.0)
         for _, future in self._jobs:
             future.cancel()
         await asyncio.gather(*self._waking, return_exceptions=True)

@@ -150,7 +150,9 @@ class RoomRegistry:
     ) -> dict[str, Any]:
         config = self.policy.config(name)
         _check_password(config, password)
-        target = self._rooms.get(name) or await self._open(config)
+        target = self._rooms.get(name)  # not `or`: a room still empty here is falsy
+        if target is None:
+            target = await self._open(config)
         self._room_of[sid] = target
         try:
             return await target.register(sid, user_id, nickname)
