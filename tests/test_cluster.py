@@ -31,6 +31,15 @@ def room_events(peer: Peer) -> list[tuple[str, Any]]:
     return [(e, d) for e, d in peer.events[first:] if e not in ("join", "leave")]
 
 
+async def told_to_resync(peer: Peer, within: float = 10) -> None:
+    """The server disconnected the peer (so that it reconnects and registers again)."""
+    for _ in range(int(within * 10)):
+        if not peer.sio.connected:
+            break
+        await asyncio.sleep(0.1)
+    assert not peer.sio.connected
+
+
 async def close_all(*peers: Peer) -> None:
     await asyncio.gather(*(peer.close() for peer in peers))
 

@@ -12,7 +12,7 @@ import pytest
 from tests.cluster import StartCluster, cluster_fixture, redis_server_fixture  # noqa: F401
 from tests.fake_upstream import FakeUpstream, Text
 from tests.peers import Peer
-from tests.test_cluster import close_all, joined
+from tests.test_cluster import close_all, joined, told_to_resync
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.timeout(120)]
 
@@ -143,11 +143,7 @@ async def test_a_paused_process_never_writes_into_a_room_taken_over(
     assert all(d["id"] != partial["id"] for d in late)
     assert bob.names().count("ai-start") == 2
     assert bob.names().count("ai-end") == 2
-    for _ in range(50):  # the woken process was taken for dead: its clients re-sync
-        if not alice.sio.connected:
-            break
-        await asyncio.sleep(0.1)
-    assert not alice.sio.connected
+    await told_to_resync(alice, within=5)  # the woken process was taken for dead
     await close_all(alice, bob)
 
 

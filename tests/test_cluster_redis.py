@@ -16,7 +16,7 @@ from tests.cluster import (  # noqa: F401
 )
 from tests.fake_upstream import FakeUpstream, Text
 from tests.peers import Peer
-from tests.test_cluster import close_all, joined
+from tests.test_cluster import close_all, joined, told_to_resync
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.timeout(120)]
 
@@ -83,12 +83,8 @@ async def test_while_redis_is_down_people_are_told_unavailable_then_it_recovers(
     await redis_server.start()  # an empty Redis on the same port
     for node in nodes:
         assert (await until_ready(node.url, 200))["redis"] == "ok"
-    for peer in (alice, bob, carol):  # told to re-sync: they reconnect and register again
-        for _ in range(100):
-            if not peer.sio.connected:
-                break
-            await asyncio.sleep(0.1)
-        assert not peer.sio.connected
+    for peer in (alice, bob, carol):  # they reconnect and register again
+        await told_to_resync(peer)
     again = [Peer(nodes[1].url, "Bob"), Peer(nodes[0].url, "Alice")]
     for peer in again:
         await peer.join()
@@ -114,12 +110,8 @@ async def test_a_redis_restart_mid_answer_resyncs_clients_and_keeps_history_and_
     second = await bob.call("message", {"content": "two"})
     assert first["ok"] and second["ok"]
     await redis_server.restart()  # its data is gone
-    for peer in (alice, bob):  # told to re-sync
-        for _ in range(150):
-            if not peer.sio.connected:
-                break
-            await asyncio.sleep(0.1)
-        assert not peer.sio.connected
+    for peer in (alice, bob):
+        await told_to_resync(peer, within=15)
     again = [Peer(nodes[0].url, "Alice", user_id=alice.user_id),
              Peer(nodes[1].url, "Bob", user_id=bob.user_id)]
     for peer in again:
